@@ -1,0 +1,19 @@
+"""ESRGAN networks and their checkpoints."""
+
+from esrgan.models.checkpoints import CheckpointError, infer_config, load_generator, save_generator
+from esrgan.models.discriminator import VGGDiscriminator
+from esrgan.models.interpolation import interpolate
+from esrgan.models.rrdbnet import RRDB, RRDBNet, ResidualDenseBlock, rrdbnet_x4
+
+__all__ = [
+    "RRDB",
+    "CheckpointError",
+    "RRDBNet",
+    "ResidualDenseBlock",
+    "VGGDiscriminator",
+    "infer_config",
+    "interpolate",
+    "load_generator",
+    "rrdbnet_x4",
+    "save_generator",
+]

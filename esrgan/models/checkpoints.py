@@ -1,0 +1,222 @@
+"""Load and save RRDBNet generators in the layouts the ESRGAN ecosystem uses.
+
+Recognised layouts (all converted to BasicSR key names, which ``RRDBNet`` uses):
+
+* BasicSR / Real-ESRGAN: ``conv_first``, ``body.N.rdbK.convJ``, ``conv_body``, ``conv_up1``...
+  optionally wrapped as ``{"params_ema": ..., "params": ...}`` (``params_ema`` preferred);
+* the official ESRGAN repository: ``RRDB_trunk.N.RDBK.convJ``, ``trunk_conv``, ``upconv1``,
+  ``HRconv``...;
+* the older sequential layout of the first community models: ``model.0``, ``model.1.sub.N...``;
+* this project's training checkpoints (``{"generator_ema"|"generator": ..., ...}``).
+
+Architecture hyper-parameters are inferred from the tensors, never read from the file's
+metadata. Files are read with ``torch.load(weights_only=True)`` or safetensors, so nothing in
+them is executed.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+
+from esrgan.fileio import atomic_write
+from esrgan.models.rrdbnet import RRDBNet
+
+StateDict = dict[str, torch.Tensor]
+
+#: Wrapper keys that hold a generator state dict, in order of preference.
+WRAPPER_KEYS = ("params_ema", "params", "generator_ema", "generator", "state_dict", "model")
+CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read as an RRDBNet generator; the message is one line."""
+
+
+def read_state_file(path: str | os.PathLike[str]) -> Mapping[str, object]:
+    """Read a ``.pth``/``.pt``/``.safetensors`` file without executing code from it."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"{path}: refused, the file needs code execution to load (weights_only): {_first_line(exc)}"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def unwrap_state_dict(obj: Mapping[str, object], origin: str = "state dict") -> StateDict:
+    """Return the tensor mapping inside known wrappers (``params_ema`` before ``params``...)."""
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{origin}: expected a mapping of tensors, found {type(obj).__name__}")
+    for key in WRAPPER_KEYS:
+        inner = obj.get(key)
+        if isinstance(inner, Mapping) and inner:
+            return unwrap_state_dict(inner, origin)
+    tensors = {k: v for k, v in obj.items() if isinstance(v, torch.Tensor)}
+    if not tensors:
+        raise CheckpointError(f"{origin}: no tensors found (top-level keys: {_sample_keys(obj)})")
+    # DataParallel / DDP / torch.compile prefixes.
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in tensors):
+            tensors = {k[len(prefix) :]: v for k, v in tensors.items()}
+    return tensors
+
+
+def _sample_keys(obj: Mapping[str, object], n: int = 4) -> str:
+    keys = list(obj.keys())
+    return ", ".join(map(str, keys[:n])) + (", ..." if len(keys) > n else "")
+
+
+_OFFICIAL = [
+    (r"^RRDB_trunk\.(\d+)\.RDB(\d)\.", r"body.\1.rdb\2."),
+    (r"^trunk_conv\.", "conv_body."),
+    (r"^upconv(\d)\.", r"conv_up\1."),
+    (r"^HRconv\.", "conv_hr."),
+]
+
+
+def _from_official(state: StateDict) -> StateDict:
+    out = {}
+    for key, value in state.items():
+        for pattern, repl in _OFFICIAL:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
+
+def _from_sequential(state: StateDict) -> StateDict:
+    """Convert the old ``model.N`` layout (``sequential()`` flattens nested blocks).
+
+    model.0 = conv_first; model.1.sub.N.RDBk.convj.0 = dense blocks; model.1.sub.<nb> = conv_body;
+    then per x2 step [upsample, conv, lrelu]; then conv_hr, lrelu, conv_last.
+    """
+    indices = sorted({int(m.group(1)) for k in state if (m := re.match(r"^model\.(\d+)\.(weight|bias)$", k))})
+    trunk = sorted({int(m.group(1)) for k in state if (m := re.match(r"^model\.1\.sub\.(\d+)\.(weight|bias)$", k))})
+    if not indices or indices[0] != 0 or len(trunk) != 1 or len(indices) < 3:
+        raise CheckpointError("sequential 'model.N' layout without the ESRGAN structure")
+    *ups, hr, last = indices[1:]
+    names = {0: "conv_first", hr: "conv_hr", last: "conv_last"}
+    names.update({idx: f"conv_up{i + 1}" for i, idx in enumerate(ups)})
+    out = {}
+    for key, value in state.items():
+        if m := re.match(r"^model\.1\.sub\.(\d+)\.RDB(\d)\.conv(\d)\.0\.(weight|bias)$", key):
+            out[f"body.{m.group(1)}.rdb{m.group(2)}.conv{m.group(3)}.{m.group(4)}"] = value
+        elif m := re.match(r"^model\.1\.sub\.(\d+)\.(weight|bias)$", key):
+            out[f"conv_body.{m.group(2)}"] = value
+        elif m := re.match(r"^model\.(\d+)\.(weight|bias)$", key):
+            out[f"{names[int(m.group(1))]}.{m.group(2)}"] = value
+        else:
+            raise CheckpointError(f"sequential 'model.N' layout with an unexpected key {key!r}")
+    return out
+
+
+def to_basicsr_layout(state: StateDict) -> StateDict:
+    """Rename the keys of any recognised RRDBNet layout to BasicSR's."""
+    if any(k.startswith("RRDB_trunk.") for k in state):
+        return _from_official(state)
+    if any(k.startswith("model.") for k in state):
+        return _from_sequential(state)
+    return dict(state)
+
+
+def infer_config(state: StateDict) -> dict[str, int]:
+    """Infer ``RRDBNet`` constructor arguments from a BasicSR-layout state dict."""
+    required = ("conv_first.weight", "conv_body.weight", "conv_up1.weight", "conv_hr.weight", "conv_last.weight")
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise CheckpointError(f"not an RRDBNet (ESRGAN) generator: missing {', '.join(missing)}; found {_describe(state)}")
+    blocks = {int(m.group(1)) for k in state if (m := re.match(r"^body\.(\d+)\.", k))}
+    if not blocks or blocks != set(range(len(blocks))):
+        raise CheckpointError(f"not an RRDBNet (ESRGAN) generator: no contiguous RRDB trunk; found {_describe(state)}")
+    if "body.0.rdb1.conv1.weight" not in state:
+        raise CheckpointError(f"not an RRDBNet (ESRGAN) generator: trunk blocks are not RRDBs; found {_describe(state)}")
+    num_feat, first_in = state["conv_first.weight"].shape[:2]
+    num_grow = state["body.0.rdb1.conv1.weight"].shape[0]
+    out_ch = state["conv_last.weight"].shape[0]
+    num_up = sum(f"conv_up{i}.weight" in state for i in (1, 2, 3))
+    ratio, rem = divmod(first_in, out_ch)
+    if rem or ratio not in (1, 4, 16) or (ratio > 1 and num_up != 2):
+        raise CheckpointError(f"RRDBNet with {first_in} input and {out_ch} output channels is not supported")
+    scale = {1: 2**num_up, 4: 2, 16: 1}[ratio]
+    return {
+        "in_ch": first_in // ratio,
+        "out_ch": out_ch,
+        "scale": scale,
+        "num_feat": num_feat,
+        "num_block": len(blocks),
+        "num_grow": num_grow,
+    }
+
+
+def _describe(state: Mapping[str, object]) -> str:
+    return f"{len(state)} tensors, keys like {_sample_keys(state, 3)}"
+
+
+def load_generator(
+    source: str | os.PathLike[str] | Mapping[str, object], strict: bool = True
+) -> RRDBNet:
+    """Build an ``RRDBNet`` from a checkpoint file or state dict of any supported layout.
+
+    Args:
+        source: path to ``.pth``/``.pt``/``.safetensors``, or an (optionally wrapped) state dict.
+        strict: require every tensor to match the inferred architecture.
+
+    Returns:
+        The generator in eval mode, on the CPU, with float32 weights.
+
+    Raises:
+        CheckpointError: the file is unreadable, would execute code, or is not an RRDBNet.
+    """
+    origin = str(source) if isinstance(source, (str, os.PathLike)) else "state dict"
+    obj = read_state_file(source) if isinstance(source, (str, os.PathLike)) else source
+    try:
+        state = to_basicsr_layout(unwrap_state_dict(obj, origin))
+        config = infer_config(state)
+        model = RRDBNet(**config)
+        state = {k: v.float() for k, v in state.items()}
+        result = model.load_state_dict(state, strict=strict)
+        del result
+    except CheckpointError as exc:
+        msg = str(exc)
+        raise CheckpointError(msg if msg.startswith(origin) else f"{origin}: {msg}") from None
+    except RuntimeError as exc:
+        raise CheckpointError(f"{origin}: tensors do not fit an RRDBNet: {_first_line(exc)}") from None
+    return model.eval()
+
+
+def save_generator(model: RRDBNet, path: str | os.PathLike[str]) -> Path:
+    """Write ``model`` atomically as ``.pth`` (BasicSR layout under ``params_ema``) or ``.safetensors``.
+
+    Both are what spandrel (chaiNNer, ComfyUI) recognises as ESRGAN.
+    """
+    path = Path(path)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    if path.suffix == ".safetensors":
+        from safetensors.torch import save_file
+
+        return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "arch": "ESRGAN"}))
+    if path.suffix in (".pth", ".pt"):
+        return atomic_write(path, lambda tmp: torch.save({"params_ema": state}, tmp))
+    raise ValueError(f"{path}: unsupported generator format, use .pth or .safetensors")
