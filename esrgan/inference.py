@@ -59,6 +59,7 @@ def _unshuffle_factor(model: nn.Module) -> int:
     return int(getattr(model, "unshuffle", 1))
 
 
+@torch.inference_mode()
 def upscale_tensor(
     model: nn.Module,
     x: torch.Tensor,
@@ -91,24 +92,23 @@ def upscale_tensor(
         x = F.pad(x, (0, pw, 0, ph), mode="reflect" if min(h, w) > max(ph, pw) else "replicate")
     hp, wp = x.shape[-2:]
     out = torch.empty((n, int(getattr(model, "out_ch", c)), hp * scale, wp * scale), dtype=torch.float32)
-    with torch.inference_mode():
-        if tile == 0 or (tile >= hp and tile >= wp):
-            out = _run(model, x.to(device, memory_format=memory_format), dtype).cpu()
-        else:
-            # Tiles and context are whole multiples of the unshuffle factor.
-            tile = max(factor, tile // factor * factor)
-            tile_pad = -(-tile_pad // factor) * factor
-            for y0 in range(0, hp, tile):
-                for x0 in range(0, wp, tile):
-                    y1, x1 = min(y0 + tile, hp), min(x0 + tile, wp)
-                    cy0, cx0 = max(y0 - tile_pad, 0), max(x0 - tile_pad, 0)
-                    cy1, cx1 = min(y1 + tile_pad, hp), min(x1 + tile_pad, wp)
-                    patch = x[:, :, cy0:cy1, cx0:cx1].to(device, memory_format=memory_format)
-                    result = _run(model, patch, dtype)
-                    oy, ox = (y0 - cy0) * scale, (x0 - cx0) * scale
-                    out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = result[
-                        :, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
-                    ].cpu()
+    if tile == 0 or (tile >= hp and tile >= wp):
+        out = _run(model, x.to(device, memory_format=memory_format), dtype).cpu()
+    else:
+        # Tiles and context are whole multiples of the unshuffle factor.
+        tile = max(factor, tile // factor * factor)
+        tile_pad = -(-tile_pad // factor) * factor
+        for y0 in range(0, hp, tile):
+            for x0 in range(0, wp, tile):
+                y1, x1 = min(y0 + tile, hp), min(x0 + tile, wp)
+                cy0, cx0 = max(y0 - tile_pad, 0), max(x0 - tile_pad, 0)
+                cy1, cx1 = min(y1 + tile_pad, hp), min(x1 + tile_pad, wp)
+                patch = x[:, :, cy0:cy1, cx0:cx1].to(device, memory_format=memory_format)
+                result = _run(model, patch, dtype)
+                oy, ox = (y0 - cy0) * scale, (x0 - cx0) * scale
+                out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = result[
+                    :, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
+                ].cpu()
     return out[:, :, : h * scale, : w * scale].clamp_(0.0, 1.0)
 
 
@@ -123,11 +123,16 @@ def _from_float(t: torch.Tensor, peak: float, dtype: np.dtype) -> np.ndarray:
 
 
 @overload
-def upscale(model: nn.Module, image: np.ndarray, tile: int = ..., tile_pad: int = ..., precision: Precision = ...) -> np.ndarray: ...
+def upscale(
+    model: nn.Module, image: np.ndarray, tile: int = ..., tile_pad: int = ..., precision: Precision = ...
+) -> np.ndarray: ...
 @overload
-def upscale(model: nn.Module, image: Image.Image, tile: int = ..., tile_pad: int = ..., precision: Precision = ...) -> Image.Image: ...
+def upscale(
+    model: nn.Module, image: Image.Image, tile: int = ..., tile_pad: int = ..., precision: Precision = ...
+) -> Image.Image: ...
 
 
+@torch.inference_mode()
 def upscale(
     model: nn.Module,
     image: np.ndarray | Image.Image,

@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -146,12 +147,16 @@ def infer_config(state: StateDict) -> dict[str, int]:
     required = ("conv_first.weight", "conv_body.weight", "conv_up1.weight", "conv_hr.weight", "conv_last.weight")
     missing = [k for k in required if k not in state]
     if missing:
-        raise CheckpointError(f"not an RRDBNet (ESRGAN) generator: missing {', '.join(missing)}; found {_describe(state)}")
+        raise CheckpointError(
+            f"not an RRDBNet (ESRGAN) generator: missing {', '.join(missing)}; found {_describe(state)}"
+        )
     blocks = {int(m.group(1)) for k in state if (m := re.match(r"^body\.(\d+)\.", k))}
     if not blocks or blocks != set(range(len(blocks))):
         raise CheckpointError(f"not an RRDBNet (ESRGAN) generator: no contiguous RRDB trunk; found {_describe(state)}")
     if "body.0.rdb1.conv1.weight" not in state:
-        raise CheckpointError(f"not an RRDBNet (ESRGAN) generator: trunk blocks are not RRDBs; found {_describe(state)}")
+        raise CheckpointError(
+            f"not an RRDBNet (ESRGAN) generator: trunk blocks are not RRDBs; found {_describe(state)}"
+        )
     num_feat, first_in = state["conv_first.weight"].shape[:2]
     num_grow = state["body.0.rdb1.conv1.weight"].shape[0]
     out_ch = state["conv_last.weight"].shape[0]
@@ -174,9 +179,7 @@ def _describe(state: Mapping[str, object]) -> str:
     return f"{len(state)} tensors, keys like {_sample_keys(state, 3)}"
 
 
-def load_generator(
-    source: str | os.PathLike[str] | Mapping[str, object], strict: bool = True
-) -> RRDBNet:
+def load_generator(source: str | os.PathLike[str] | Mapping[str, object], strict: bool = True) -> RRDBNet:
     """Build an ``RRDBNet`` from a checkpoint file or state dict of any supported layout.
 
     Args:
@@ -196,8 +199,7 @@ def load_generator(
         config = infer_config(state)
         model = RRDBNet(**config)
         state = {k: v.float() for k, v in state.items()}
-        result = model.load_state_dict(state, strict=strict)
-        del result
+        model.load_state_dict(state, strict=strict)
     except CheckpointError as exc:
         msg = str(exc)
         raise CheckpointError(msg if msg.startswith(origin) else f"{origin}: {msg}") from None
@@ -212,6 +214,12 @@ def save_generator(model: RRDBNet, path: str | os.PathLike[str]) -> Path:
     Both are what spandrel (chaiNNer, ComfyUI) recognises as ESRGAN.
     """
     path = Path(path)
+    if model.num_grow != 32:
+        # spandrel (chaiNNer, ComfyUI) hard-codes growth 32 for ESRGAN; our loader infers it.
+        warnings.warn(
+            f"{path}: num_grow={model.num_grow}; spandrel-based tools only load ESRGAN models with growth 32",
+            stacklevel=2,
+        )
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save_file

@@ -8,6 +8,8 @@ one raw logit per image, which the relativistic losses consume.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -39,7 +41,7 @@ class VGGDiscriminator(nn.Module):
             nn.LeakyReLU(LRELU_SLOPE, inplace=True),
             *self._conv_bn(widths[0], widths[0], stride=2),
         ]
-        for prev, width in zip(widths, widths[1:]):
+        for prev, width in itertools.pairwise(widths):
             layers += self._conv_bn(prev, width, stride=1)
             layers += self._conv_bn(width, width, stride=2)
         self.features = nn.Sequential(*layers)
