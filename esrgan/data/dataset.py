@@ -1,0 +1,197 @@
+"""PyTorch datasets of aligned LR/HR pairs, as written by :mod:`esrgan.data.patches`.
+
+Randomness is a pure function of ``(seed, epoch, index)``: every item draws from
+``np.random.default_rng([seed, epoch, index])``, so a batch does not depend on the number of
+DataLoader workers, on which process serves an item, or on what was drawn before it. Call
+:meth:`PairedPatchDataset.set_epoch` before each epoch (with ``persistent_workers=False``, the
+default, workers pick the new epoch up) to get fresh crops.
+
+Decoded images are kept in memory when they fit ``cache_bytes`` (loaded once, before
+DataLoader workers fork, so workers share them); larger sets are decoded per item.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from esrgan.data.convert import to_rgb8
+from esrgan.data.layout import list_images
+from esrgan.data.patches import HR_DIR, LR_DIR
+from esrgan.imageio import read_image
+
+DEFAULT_CACHE_BYTES = 2 << 30  # 2 GiB of decoded pixels
+
+
+def _resolve_dirs(hr_dir: str | os.PathLike[str], lr_dir: str | os.PathLike[str] | None) -> tuple[Path, Path]:
+    hr, lr = Path(hr_dir), None if lr_dir is None else Path(lr_dir)
+    if lr is None:  # an extraction root holding hr/ and lr/
+        hr, lr = hr / HR_DIR, hr / LR_DIR
+    for folder in (hr, lr):
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: no such folder")
+    return hr, lr
+
+
+def _pair_files(hr: Path, lr: Path) -> list[tuple[Path, Path]]:
+    hr_files = {p.name: p for p in list_images(hr)}
+    lr_files = {p.name: p for p in list_images(lr)}
+    if not hr_files:
+        raise ValueError(f"{hr}: no images")
+    only_hr, only_lr = sorted(hr_files.keys() - lr_files), sorted(lr_files.keys() - hr_files)
+    if only_hr or only_lr:
+        name, where = (only_hr[0], lr) if only_hr else (only_lr[0], hr)
+        raise ValueError(f"{where}: {len(only_hr) + len(only_lr)} unpaired file(s), e.g. no {name}")
+    return [(hr_files[n], lr_files[n]) for n in sorted(hr_files)]
+
+
+def _image_size(path: Path) -> tuple[int, int]:
+    """(height, width) from the file header, without decoding."""
+    with Image.open(path) as img:
+        return img.size[1], img.size[0]
+
+
+def _load_rgb(path: Path) -> np.ndarray:
+    return to_rgb8(read_image(path))[0]
+
+
+def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
+
+
+class _PairedFolder(Dataset):
+    """Shared pairing, size checks and caching of the two datasets."""
+
+    def __init__(self, hr_dir, lr_dir, cache_bytes: int) -> None:
+        self.hr_dir, self.lr_dir = _resolve_dirs(hr_dir, lr_dir)
+        self.pairs = _pair_files(self.hr_dir, self.lr_dir)
+        self.sizes = [(_image_size(h), _image_size(lr)) for h, lr in self.pairs]
+        decoded = sum(3 * (hh * hw + lh * lw) for (hh, hw), (lh, lw) in self.sizes)
+        self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
+        if decoded <= cache_bytes:
+            self._cache = [(_load_rgb(h), _load_rgb(lr)) for h, lr in self.pairs]
+
+    def _check_scale(self, scale: int | None) -> int:
+        """The common integer scale of all pairs (checked against ``scale`` when given)."""
+        found = None
+        for (hr_path, _), ((hh, hw), (lh, lw)) in zip(self.pairs, self.sizes, strict=True):
+            s = hh // lh if lh else 0
+            if s < 1 or (hh, hw) != (lh * s, lw * s) or (scale is not None and s != scale):
+                want = f"x{scale}" if scale is not None else "an integer multiple"
+                raise ValueError(f"{hr_path}: HR {hw}x{hh} is not {want} of LR {lw}x{lh}")
+            if found is not None and s != found:
+                raise ValueError(f"{hr_path}: scale x{s} differs from x{found} of the other pairs")
+            found = s
+        return found  # type: ignore[return-value]
+
+    def _pair(self, file_index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self._cache is not None:
+            return self._cache[file_index]
+        hr, lr = self.pairs[file_index]
+        return _load_rgb(hr), _load_rgb(lr)
+
+
+class PairedPatchDataset(_PairedFolder):
+    """Random aligned crops of LR/HR pairs with flips and 90-degree rotations, for training.
+
+    Args:
+        hr_dir: folder of HR images, or an extraction root holding ``hr/`` and ``lr/`` when
+            ``lr_dir`` is None.
+        lr_dir: folder of LR images with the same file names.
+        patch_size: HR crop side (a multiple of ``scale``); the LR crop is ``patch_size // scale``.
+        scale: HR size / LR size, checked for every pair.
+        augment: random horizontal flip, vertical flip and transpose (each p = 0.5), applied
+            identically to LR and HR; together they give all 8 rotations/reflections.
+        seed: with the epoch and the index, determines every crop and augmentation.
+        length: items per epoch (default: one per file); item ``i`` crops file ``i % files``.
+        cache_bytes: keep decoded images in memory when they need at most this much.
+
+    Items: ``{"lr": 3 x p/s x p/s, "hr": 3 x p x p`` float tensors in [0, 1], ``"name"``: file stem``}``.
+    """
+
+    def __init__(
+        self,
+        hr_dir: str | os.PathLike[str],
+        lr_dir: str | os.PathLike[str] | None = None,
+        patch_size: int = 128,
+        scale: int = 4,
+        augment: bool = True,
+        seed: int = 0,
+        length: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        if patch_size <= 0 or patch_size % scale:
+            raise ValueError(f"patch_size {patch_size} must be a positive multiple of scale {scale}")
+        if length is not None and length <= 0:
+            raise ValueError(f"length must be positive, got {length}")
+        super().__init__(hr_dir, lr_dir, cache_bytes)
+        self.scale = self._check_scale(scale)
+        for (hr_path, _), ((hh, hw), _) in zip(self.pairs, self.sizes, strict=True):
+            if min(hh, hw) < patch_size:
+                raise ValueError(f"{hr_path}: {hw}x{hh} is smaller than patch_size {patch_size}")
+        self.patch_size, self.augment, self.seed = patch_size, augment, seed
+        self.length = len(self.pairs) if length is None else length
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the crops and augmentations of ``epoch`` (items stay a function of seed, epoch, index)."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        file_index = index % len(self.pairs)
+        hr, lr = self._pair(file_index)
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        lp = self.patch_size // self.scale
+        y = int(rng.integers(0, lr.shape[0] - lp + 1))
+        x = int(rng.integers(0, lr.shape[1] - lp + 1))
+        flips = rng.random(3) < 0.5  # drawn even without augmentation, so crops do not depend on it
+        lr = lr[y : y + lp, x : x + lp]
+        hr = hr[y * self.scale : (y + lp) * self.scale, x * self.scale : (x + lp) * self.scale]
+        if self.augment:
+            lr, hr = (augment_pair(a, *flips) for a in (lr, hr))
+        return {"lr": _to_tensor(lr), "hr": _to_tensor(hr), "name": self.pairs[file_index][0].stem}
+
+
+def augment_pair(image: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -> np.ndarray:
+    """Apply BasicSR's augmentation (horizontal flip, vertical flip, then transpose) to an HxWxC array."""
+    if hflip:
+        image = image[:, ::-1]
+    if vflip:
+        image = image[::-1]
+    if transpose:
+        image = image.transpose(1, 0, 2)
+    return image
+
+
+class PairedImageDataset(_PairedFolder):
+    """Whole LR/HR image pairs for validation; items as in :class:`PairedPatchDataset`.
+
+    ``scale`` is inferred from the pairs (all must share it) when not given.
+    """
+
+    def __init__(
+        self,
+        hr_dir: str | os.PathLike[str],
+        lr_dir: str | os.PathLike[str] | None = None,
+        scale: int | None = None,
+        cache_bytes: int = DEFAULT_CACHE_BYTES,
+    ) -> None:
+        super().__init__(hr_dir, lr_dir, cache_bytes)
+        self.scale = self._check_scale(scale)
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+        hr, lr = self._pair(index)
+        return {"lr": _to_tensor(lr), "hr": _to_tensor(hr), "name": self.pairs[index][0].stem}
