@@ -1,0 +1,247 @@
+"""Evaluate a generator (and always the bicubic baseline) on a folder of HR images.
+
+For each HR image, with the conventions of the SR literature (ESRGAN_FACTS.md):
+
+1. mod-crop to a multiple of ``scale`` (bottom/right pixels dropped);
+2. LR = MATLAB bicubic ``imresize(hr, 1/scale)``, rounded to uint8;
+3. SR = the model's output (``esrgan.upscale``), and the bicubic baseline
+   ``imresize(lr, scale)``, both uint8;
+4. metrics against the mod-cropped HR: PSNR/SSIM on the BT.601 Y channel and PSNR on RGB,
+   all with ``scale`` pixels cropped from every border; NIQE (no reference) on the SR image
+   with the same crop (as PIRM's ``shave_width``); LPIPS / ST-LPIPS variants on whole images.
+
+Report schema (``schema_version`` 1), all metric values JSON numbers or ``null``::
+
+    {
+      "schema_version": 1,
+      "hr_dir": "...", "scale": 4, "tile": 0,
+      "metrics": ["psnr_y", ...],               # what was requested, in order
+      "conventions": {...},                     # how every number was computed (text)
+      "model":   {"name": "...", "mean": {m: v}, "count": {m: n}, "unavailable": {m: reason}},
+      "bicubic": {same keys as "model"},
+      "per_image": [{"name": "baby.png", "hr_shape": [H, W], "cropped_shape": [H', W'],
+                     "model": {m: v}, "bicubic": {m: v},
+                     "unavailable": {"model": {m: reason}, "bicubic": {m: reason}}}, ...],
+      "skipped": [{"name": "notes.txt", "reason": "..."}]
+    }
+
+``mean`` is over the images where a metric has a value and ``count`` says how many; a metric
+without a value (``null``) has a reason in ``unavailable`` (e.g. missing LPIPS weights, an
+image smaller than NIQE's 96x96 block, or infinite PSNR because SR equals HR). With
+``model=None`` the "model" section is the bicubic baseline itself (``name: "bicubic"``).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+from tqdm import tqdm
+
+from esrgan.fileio import write_json
+from esrgan.imageio import ImageReadError, is_image_path, read_image
+from esrgan.inference import upscale
+from esrgan.metrics import PERCEPTUAL_METRICS, MetricUnavailable, niqe, psnr, ssim
+
+SCHEMA_VERSION = 1
+
+#: Every metric name ``evaluate_folder`` understands, in report order.
+METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "niqe", *PERCEPTUAL_METRICS)
+
+
+def conventions(scale: int) -> dict[str, Any]:
+    """The evaluation conventions, as recorded in every report."""
+    return {
+        "images": "RGB uint8; grey images are repeated to 3 channels, alpha is dropped",
+        "mod_crop": f"HR cropped at the bottom/right to a multiple of {scale}",
+        "lr": f"MATLAB bicubic imresize(hr, 1/{scale}): Keys cubic a=-0.5, antialiasing, symmetric padding",
+        "bicubic_baseline": f"MATLAB bicubic imresize(lr, {scale})",
+        "rounding": "LR, SR and bicubic images are rounded and clipped to uint8 before any metric",
+        "crop_border": scale,
+        "psnr_y": "PSNR (peak 255, float64) on the Y channel of YCbCr, ITU-R BT.601 as MATLAB rgb2ycbcr: "
+        "Y = 16 + 65.481 R + 128.553 G + 24.966 B with RGB in [0, 1], not rounded; crop_border px cropped",
+        "ssim_y": "SSIM on the same Y channel: 11x11 Gaussian window sigma 1.5, 'valid' filtering, "
+        "C1 = (0.01*255)^2, C2 = (0.03*255)^2, float64; crop_border px cropped",
+        "psnr_rgb": "PSNR (peak 255, float64) over all three RGB channels; crop_border px cropped",
+        "niqe": "NIQE of the SR image (no reference), MATLAB niqe_release port: Y rounded to integers, "
+        "crop_border px cropped, 96x96 blocks, official pristine parameters; lower is better",
+        "lpips": "LPIPS v0.1 (torchvision ImageNet trunk + lpips linear layers), inputs in [-1, 1], "
+        "whole image; lower is better",
+        "stlpips": "ST-LPIPS shift-tolerant variant (weights shipped in stlpips-pytorch), inputs in [-1, 1], "
+        "whole image; lower is better",
+        "null": "a metric is null when it cannot be computed; the reason is under 'unavailable'",
+    }
+
+
+def _matlab_imresize() -> Callable[[np.ndarray, float], np.ndarray]:
+    # Imported here so that importing the metrics never pulls in the data pipeline.
+    from esrgan.data import imresize
+
+    return imresize
+
+
+def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Drop bottom/right pixels so height and width are multiples of ``scale``."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
+    """Grey -> RGB by repetition, RGBA/LA -> drop alpha; 16-bit images are rejected."""
+    if img.dtype != np.uint8:
+        raise ValueError(f"{img.dtype} images are not supported (metrics are defined on 8-bit images)")
+    if img.ndim == 2:
+        img = img[:, :, None]
+    if img.shape[2] in (2, 4):
+        img = img[:, :, :-1]
+    if img.shape[2] == 1:
+        img = np.repeat(img, 3, axis=2)
+    return np.ascontiguousarray(img)
+
+
+def _image_metrics(
+    sr: np.ndarray, hr: np.ndarray, names: Sequence[str], crop_border: int, device: str
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    """Values (``None`` when unavailable) and reasons for the unavailable ones."""
+    values: dict[str, float | None] = {}
+    reasons: dict[str, str] = {}
+    compute: dict[str, Callable[[], float]] = {
+        "psnr_y": lambda: psnr(sr, hr, crop_border, y_channel=True),
+        "ssim_y": lambda: ssim(sr, hr, crop_border, y_channel=True),
+        "psnr_rgb": lambda: psnr(sr, hr, crop_border, y_channel=False),
+        "niqe": lambda: niqe(sr, crop_border),
+    }
+    for name in names:
+        fn = compute.get(name) or (lambda name=name: PERCEPTUAL_METRICS[name](sr, hr, device))
+        try:
+            value = fn()
+        except (MetricUnavailable, ValueError) as exc:
+            values[name], reasons[name] = None, str(exc)
+            continue
+        if not math.isfinite(value):
+            why = " (SR identical to HR)" if name.startswith("psnr") else ""
+            values[name], reasons[name] = None, f"{name} is {value}{why}"
+        else:
+            values[name] = value
+    return values, reasons
+
+
+def _summary(name: str, per_image: list[dict[str, Any]], key: str, names: Sequence[str]) -> dict[str, Any]:
+    mean: dict[str, float | None] = {}
+    count: dict[str, int] = {}
+    unavailable: dict[str, str] = {}
+    for m in names:
+        vals = [img[key][m] for img in per_image if img[key][m] is not None]
+        count[m] = len(vals)
+        mean[m] = float(np.mean(vals)) if vals else None
+        reasons = [img["unavailable"][key][m] for img in per_image if m in img["unavailable"][key]]
+        if len(reasons) == len(per_image):
+            unavailable[m] = reasons[0]
+        elif reasons:
+            unavailable[m] = f"missing for {len(reasons)} of {len(per_image)} images, e.g. {reasons[0]}"
+    return {"name": name, "mean": mean, "count": count, "unavailable": unavailable}
+
+
+def evaluate_folder(
+    model: nn.Module | None,
+    hr_dir: str | os.PathLike[str],
+    scale: int = 4,
+    tile: int = 0,
+    metrics: Sequence[str] = METRICS,
+    progress: bool = True,
+    device: str = "cpu",
+    model_name: str = "model",
+) -> dict[str, Any]:
+    """Evaluate ``model`` and the bicubic baseline on every image of a flat folder of HR images.
+
+    Args:
+        model: an RGB generator with ``scale`` equal to ``scale`` (run through
+            ``esrgan.upscale``, not modified), or ``None`` to evaluate bicubic alone.
+        hr_dir: a folder of HR images (Set5/Set14/BSD100 layout). Files that are not
+            readable 8-bit images are skipped with a one-line warning and listed in the report.
+        scale: the SR factor; also the border cropped for PSNR/SSIM/NIQE.
+        tile: tile size passed to ``esrgan.upscale`` (0 = whole image).
+        metrics: names from :data:`METRICS`.
+        progress: show a tqdm progress bar.
+        device: device for the perceptual networks.
+        model_name: the name recorded for the model in the report.
+
+    Returns:
+        The report described in this module's docstring.
+    """
+    unknown = [m for m in metrics if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metrics {unknown}; choose from {list(METRICS)}")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 1:
+        raise ValueError(f"scale must be a positive integer, got {scale!r}")
+    if model is not None and int(getattr(model, "scale", scale)) != scale:
+        raise ValueError(f"the model upscales x{model.scale} but scale={scale} was requested")
+    hr_dir = Path(hr_dir)
+    if not hr_dir.is_dir():
+        raise NotADirectoryError(f"{hr_dir}: not a folder")
+    imresize = _matlab_imresize()
+    names = list(metrics)
+
+    per_image: list[dict[str, Any]] = []
+    skipped: list[dict[str, str]] = []
+
+    def skip(path: Path, reason: str) -> None:
+        tqdm.write(f"skipping {path.name}: {reason}", file=sys.stderr)  # above the bar, not through it
+        skipped.append({"name": path.name, "reason": reason})
+
+    paths = sorted(hr_dir.iterdir())
+    for path in tqdm(paths, desc=f"evaluate {hr_dir.name}", unit="img", disable=not progress):
+        if not path.is_file() or not is_image_path(path):
+            skip(path, "not an image file")
+            continue
+        try:
+            hr_full = _as_rgb_uint8(read_image(path))
+        except (ImageReadError, ValueError) as exc:
+            skip(path, str(exc))
+            continue
+        hr = mod_crop(hr_full, scale)
+        if min(hr.shape[:2]) < scale:
+            skip(path, f"smaller than the scale ({hr_full.shape[0]}x{hr_full.shape[1]} < {scale})")
+            continue
+        lr = imresize(hr, 1 / scale)
+        bicubic = imresize(lr, scale)
+        sr = bicubic if model is None else upscale(model, lr, tile=tile)
+        bic_values, bic_reasons = _image_metrics(bicubic, hr, names, scale, device)
+        if model is None:
+            sr_values, sr_reasons = bic_values, bic_reasons
+        else:
+            sr_values, sr_reasons = _image_metrics(sr, hr, names, scale, device)
+        per_image.append(
+            {
+                "name": path.name,
+                "hr_shape": list(hr_full.shape[:2]),
+                "cropped_shape": list(hr.shape[:2]),
+                "model": sr_values,
+                "bicubic": bic_values,
+                "unavailable": {"model": sr_reasons, "bicubic": bic_reasons},
+            }
+        )
+
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "hr_dir": str(hr_dir),
+        "scale": scale,
+        "tile": tile,
+        "metrics": names,
+        "conventions": conventions(scale),
+        "model": _summary("bicubic" if model is None else model_name, per_image, "model", names),
+        "bicubic": _summary("bicubic", per_image, "bicubic", names),
+        "per_image": per_image,
+        "skipped": skipped,
+    }
+
+
+def write_report(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write ``report`` as indented JSON, atomically (NaN/infinity are rejected, never written)."""
+    return write_json(path, report)
