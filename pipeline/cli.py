@@ -31,10 +31,16 @@ def _error(message: str) -> None:
 def _user_error_types() -> tuple[type[BaseException], ...]:
     from pydantic import ValidationError
 
+    from esrgan.data import DownloadError, SampleSourceError
     from esrgan.imageio import ImageReadError
     from esrgan.models import CheckpointError
+    from esrgan.training import ConfigError
+    from pipeline.params import ParamsError
 
-    return (UserError, CheckpointError, ImageReadError, FileNotFoundError, ValidationError)
+    return (
+        UserError, CheckpointError, ImageReadError, FileNotFoundError, FileExistsError, NotADirectoryError,
+        ValidationError, ConfigError, ParamsError, DownloadError, SampleSourceError,
+    )  # fmt: skip
 
 
 # --- upscale -----------------------------------------------------------------------------------
@@ -68,7 +74,150 @@ def _run_upscale(args: argparse.Namespace) -> int:
     )
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_upscale]
+# --- data -------------------------------------------------------------------------------------
+
+
+def _add_data(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="the HR dataset tracked by data.dvc")
+    dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
+    s = dsub.add_parser("sample", help="(re)build the embedded sample set and track it with DVC")
+    s.add_argument("--out", type=Path, default=Path("data"))
+    s.add_argument("--force", action="store_true", help="replace a dataset that differs from the sample set")
+    s.add_argument("--no-dvc", action="store_true", help="do not run 'dvc add'")
+    s.set_defaults(handler=lambda a: _print(_workspace().sample(a.out, force=a.force, track=not a.no_dvc)))
+    i = dsub.add_parser("import", help="bring a folder of HR images (DIV2K, DF2K...) in and re-track it")
+    i.add_argument("source", type=Path)
+    i.add_argument("--out", type=Path, default=Path("data"))
+    i.add_argument("--val-fraction", type=float, default=0.1)
+    i.add_argument("--force", action="store_true", help="replace the current dataset (its DVC cache copy remains)")
+    i.add_argument("--no-dvc", action="store_true")
+    i.set_defaults(
+        handler=lambda a: _print(
+            _workspace().import_folder(a.source, a.out, val_fraction=a.val_fraction, force=a.force, track=not a.no_dvc)
+        )
+    )
+    d = dsub.add_parser("download-div2k", help="download DIV2K HR (needs internet), then use 'data import'")
+    d.add_argument("out", type=Path)
+    d.set_defaults(handler=lambda a: _print({"path": str(_div2k(a.out))}))
+
+
+def _workspace():
+    from pipeline import workspace
+
+    return workspace
+
+
+def _div2k(out: Path) -> Path:
+    from esrgan.data import download_div2k
+
+    return download_div2k(out)
+
+
+def _print(data: object) -> int:
+    import json
+
+    print(json.dumps(data, indent=2, default=str))
+    return 0
+
+
+# --- evaluate / train / interpolate (library entry points) -------------------------------------
+
+
+def _add_evaluate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("evaluate", help="PSNR/SSIM-Y, NIQE, LPIPS of a generator and bicubic on HR images")
+    p.add_argument("--model", "-m", help="generator file; omit for the bicubic baseline alone")
+    p.add_argument("--data", type=Path, required=True, help="folder of HR images (Set5/Set14/BSD100 style)")
+    p.add_argument("--scale", type=int, default=4)
+    p.add_argument("--tile", type=int, default=0)
+    p.add_argument("--metrics", default=None, help="comma-separated subset (default: all)")
+    p.add_argument("--output", "-o", type=Path, help="write the JSON report here (default: print it)")
+    p.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from esrgan.evaluation import METRICS, evaluate_folder, write_report
+    from pipeline.upscale_files import load_model_for_inference
+
+    model = load_model_for_inference(args.model, "cpu") if args.model else None
+    metrics = tuple(args.metrics.split(",")) if args.metrics else METRICS
+    report = evaluate_folder(model, args.data, scale=args.scale, tile=args.tile, metrics=metrics)
+    if args.output:
+        write_report(report, args.output)
+        summary = {"model": report["model"]["mean"], "bicubic": report["bicubic"]["mean"]}
+        return _print(summary)
+    return _print(report)
+
+
+def _add_train(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train one stage from a YAML config (configs/demo.yaml, configs/paper.yaml)")
+    p.add_argument("stage", choices=["psnr", "gan"])
+    p.add_argument("--config", "-c", type=Path, required=True)
+    p.add_argument("--patches", type=Path, required=True, help="folder with train/{hr,lr} and val/{hr,lr}")
+    p.add_argument("--out", "-o", type=Path, required=True, help="run folder (checkpoints, samples, generator)")
+    p.add_argument("--init", type=Path, help="generator to start the GAN stage from (the PSNR model)")
+    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in --out")
+    p.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from esrgan.training import load_config, train
+
+    if args.stage == "gan" and args.init is None:
+        raise UserError("train gan needs --init (the PSNR-oriented generator)")
+    val = args.patches / "val"
+    result = train(
+        args.stage, load_config(args.config),
+        args.patches / "train" / "hr", args.patches / "train" / "lr",
+        val / "hr" if val.is_dir() else None, val / "lr" if val.is_dir() else None,
+        args.out, init_generator=args.init, resume=args.resume,
+    )  # fmt: skip
+    return _print(result.to_dict())
+
+
+def _add_interpolate(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("interpolate", help="network interpolation between the PSNR and GAN generators")
+    p.add_argument("--psnr", type=Path, required=True)
+    p.add_argument("--gan", type=Path, required=True)
+    p.add_argument("--alphas", default="0,0.2,0.4,0.6,0.8,1", help="comma-separated GAN weights in [0, 1]")
+    p.add_argument("--out", "-o", type=Path, required=True, help="folder for net_alpha_<a>.pth files")
+    p.set_defaults(handler=_run_interpolate)
+
+
+def _run_interpolate(args: argparse.Namespace) -> int:
+    from esrgan.training import interpolate_sweep
+
+    try:
+        alphas = [float(a) for a in args.alphas.split(",")]
+    except ValueError:
+        raise UserError(f"--alphas {args.alphas!r}: expected comma-separated numbers") from None
+    return _print([str(p) for p in interpolate_sweep(args.psnr, args.gan, alphas, args.out)])
+
+
+# --- pipeline ----------------------------------------------------------------------------------
+
+
+def _add_stage(sub: argparse._SubParsersAction) -> None:
+    from pipeline.stage_commands import add_stage_parsers
+
+    add_stage_parsers(sub)
+
+
+def _add_main(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("main", help="the main job: sample data if missing, dvc repro, champion summary")
+    p.add_argument("--profile", choices=["demo", "paper"], default=None,
+                   help="switch params.yaml to a profile first (configs/params.<profile>.yaml)")  # fmt: skip
+    p.set_defaults(handler=_run_main)
+
+
+def _run_main(args: argparse.Namespace) -> int:
+    from pipeline.main_job import run_main_job
+
+    return run_main_job(Path.cwd(), profile=args.profile)
+
+
+COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_upscale, _add_data, _add_evaluate, _add_train, _add_interpolate, _add_stage, _add_main,
+]  # fmt: skip
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,109 @@
+"""``esrgan stage NAME``: the commands ``dvc.yaml`` runs, one per pipeline step.
+
+Paths are explicit arguments (so ``dvc.yaml`` shows the data flow); parameters come from
+``params.yaml``. Each command calls exactly one function of :mod:`pipeline.steps`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from pipeline.steps.context import StepContext
+
+
+def _ctx(args: argparse.Namespace) -> StepContext:
+    return StepContext.load(Path.cwd(), args.params)
+
+
+def _print(data: object) -> int:
+    print(json.dumps(data, indent=2, default=str))
+    return 0
+
+
+def _extract(args: argparse.Namespace) -> int:
+    from pipeline.steps import extract_patches_step
+
+    return _print(extract_patches_step(_ctx(args), args.data, args.out, args.metrics))
+
+
+def _psnr(args: argparse.Namespace) -> int:
+    from pipeline.steps import pretrain_psnr_step
+
+    return _print(pretrain_psnr_step(_ctx(args), args.patches, args.run_dir, args.model_out, args.metrics))
+
+
+def _gan(args: argparse.Namespace) -> int:
+    from pipeline.steps import finetune_gan_step
+
+    return _print(finetune_gan_step(_ctx(args), args.patches, args.init, args.run_dir, args.model_out, args.metrics))
+
+
+def _interpolate(args: argparse.Namespace) -> int:
+    from pipeline.steps import interpolate_step
+
+    return _print({"path": str(interpolate_step(args.psnr, args.gan, args.alpha, args.out))})
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from pipeline.steps import evaluate_step
+
+    return _print(evaluate_step(_ctx(args), args.model, args.alpha, args.val, args.report, args.metrics))
+
+
+def _register(args: argparse.Namespace) -> int:
+    from pipeline.steps import register_step
+
+    ctx = _ctx(args)
+    alphas = ctx.params.interpolate.alphas
+    reports = [args.reports / f"alpha_{a}.json" for a in alphas]
+    models = {a: args.models / f"alpha_{a}.pth" for a in alphas}
+    return _print(register_step(ctx, reports, models, args.summary, args.plot_csv, args.plot_png, args.registered))
+
+
+def add_stage_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``esrgan stage <name>`` sub-commands."""
+    p = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
+    p.add_argument("--params", type=Path, default=Path("params.yaml"))
+    st = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
+
+    s = st.add_parser("extract_patches")
+    s.add_argument("--data", type=Path, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--metrics", type=Path, required=True)
+    s.set_defaults(handler=_extract)
+
+    for name, handler in (("pretrain_psnr", _psnr), ("finetune_gan", _gan)):
+        s = st.add_parser(name)
+        s.add_argument("--patches", type=Path, required=True)
+        if name == "finetune_gan":
+            s.add_argument("--init", type=Path, required=True)
+        s.add_argument("--run-dir", type=Path, required=True)
+        s.add_argument("--model-out", type=Path, required=True)
+        s.add_argument("--metrics", type=Path, required=True)
+        s.set_defaults(handler=handler)
+
+    s = st.add_parser("interpolate")
+    s.add_argument("--psnr", type=Path, required=True)
+    s.add_argument("--gan", type=Path, required=True)
+    s.add_argument("--alpha", type=float, required=True)
+    s.add_argument("--out", type=Path, required=True)
+    s.set_defaults(handler=_interpolate)
+
+    s = st.add_parser("evaluate")
+    s.add_argument("--model", type=Path, required=True)
+    s.add_argument("--alpha", type=float, required=True)
+    s.add_argument("--val", type=Path, required=True)
+    s.add_argument("--report", type=Path, required=True)
+    s.add_argument("--metrics", type=Path, required=True)
+    s.set_defaults(handler=_evaluate)
+
+    s = st.add_parser("register")
+    s.add_argument("--reports", type=Path, required=True, help="folder of alpha_<a>.json reports")
+    s.add_argument("--models", type=Path, required=True, help="folder of alpha_<a>.pth generators")
+    s.add_argument("--summary", type=Path, required=True)
+    s.add_argument("--plot-csv", type=Path, required=True)
+    s.add_argument("--plot-png", type=Path, required=True)
+    s.add_argument("--registered", type=Path, required=True)
+    s.set_defaults(handler=_register)

@@ -1,0 +1,32 @@
+"""What every step receives: the project root, the validated params and MLflow tracking."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.params import PipelineParams, load_params
+from pipeline.tracking import Tracking, configure
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """The project root (where ``params.yaml``, ``data.dvc`` and ``mlflow.db`` live)."""
+
+    root: Path
+    params: PipelineParams
+    tracking: Tracking
+
+    @classmethod
+    def load(cls, root: str | Path = ".", params_file: str | Path = "params.yaml") -> StepContext:
+        """Read ``params.yaml`` under ``root`` and configure MLflow."""
+        root = Path(root).resolve()
+        path = root / params_file
+        params = load_params(path)
+        return cls(root=root, params=params, tracking=configure(root, params.tracking.experiment, path))
+
+    @classmethod
+    def from_params(cls, root: str | Path, params: PipelineParams) -> StepContext:
+        """For callers that already hold parameters (KFP components)."""
+        root = Path(root).resolve()
+        return cls(root=root, params=params, tracking=configure(root, params.tracking.experiment))

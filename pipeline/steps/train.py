@@ -1,0 +1,109 @@
+"""Steps 2 and 3: PSNR-oriented pretraining, then RaGAN fine-tuning initialised from it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from esrgan.training import TrainResult, train_gan, train_psnr
+from pipeline.steps.context import StepContext
+from pipeline.tracking import MlflowCallbacks, stage_run
+
+
+def _finish(result: TrainResult, model_out: Path, metrics_file: Path) -> dict[str, Any]:
+    from esrgan.fileio import atomic_write, write_json
+
+    atomic_write(model_out, lambda tmp: shutil.copyfile(result.final_generator_path, tmp))
+    metrics = {k: float(v) for k, v in result.metrics.items()}
+    metrics.update(iterations=float(result.iterations), wall_time_s=round(result.wall_time_s, 2))
+    mlflow.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+    mlflow.log_artifact(str(model_out), artifact_path="generator")
+    if result.backbone:
+        mlflow.log_dict(result.backbone, "perceptual_backbone.json")
+    write_json(metrics_file, metrics)
+    return metrics
+
+
+def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> None:
+    """Keep ``run_dir``'s checkpoints only if they come from this exact configuration and input.
+
+    DVC re-runs a stage when its params or inputs changed; checkpoints of the previous
+    configuration must then not be resumed. A run killed mid-way (same fingerprint) resumes.
+    """
+    import hashlib
+    import json
+
+    from esrgan.fileio import write_json
+
+    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+    marker = run_dir / "fingerprint.json"
+    if run_dir.exists():
+        try:
+            previous = json.loads(marker.read_text())["sha256"]
+        except (OSError, ValueError, KeyError):
+            previous = None
+        if previous != digest:
+            shutil.rmtree(run_dir)
+    write_json(marker, {"sha256": digest, "inputs": fingerprint})
+
+
+def _input_fingerprint(ctx: StepContext, stage_section: str, patches_dir: Path, init: Path | None) -> dict[str, Any]:
+    import hashlib
+
+    def file_hash(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    summary = patches_dir / "train" / "summary.json"
+    return {
+        "stage": stage_section,
+        "config": ctx.params.train_config().to_dict(),
+        "patches": file_hash(summary) if summary.is_file() else None,
+        "init": file_hash(init) if init is not None else None,
+    }
+
+
+def _sections(ctx: StepContext, stage_section: str) -> dict[str, Any]:
+    return {
+        "model": ctx.params.section("model"),
+        stage_section: ctx.params.section(stage_section),
+        "runtime": ctx.params.section("runtime"),
+    }
+
+
+def pretrain_psnr_step(
+    ctx: StepContext, patches_dir: Path, run_dir: Path, model_out: Path, metrics_file: Path, resume: bool = True
+) -> dict[str, Any]:
+    """Train the PSNR-oriented generator (L1); ``run_dir`` keeps checkpoints so a killed run resumes."""
+    _fresh_or_resumable(run_dir, _input_fingerprint(ctx, "pretrain_psnr", patches_dir, None))
+    with stage_run(ctx.tracking, "pretrain_psnr", _sections(ctx, "pretrain_psnr")):
+        result = train_psnr(
+            ctx.params.train_config(),
+            patches_dir / "train" / "hr", patches_dir / "train" / "lr",
+            patches_dir / "val" / "hr", patches_dir / "val" / "lr",
+            run_dir, resume=resume, callbacks=MlflowCallbacks(),
+        )  # fmt: skip
+        return _finish(result, model_out, metrics_file)
+
+
+def finetune_gan_step(
+    ctx: StepContext,
+    patches_dir: Path,
+    psnr_model: Path,
+    run_dir: Path,
+    model_out: Path,
+    metrics_file: Path,
+    resume: bool = True,
+) -> dict[str, Any]:
+    """Fine-tune with the perceptual + RaGAN + L1 loss, starting from the PSNR generator."""
+    _fresh_or_resumable(run_dir, _input_fingerprint(ctx, "finetune_gan", patches_dir, psnr_model))
+    with stage_run(ctx.tracking, "finetune_gan", _sections(ctx, "finetune_gan")):
+        result = train_gan(
+            ctx.params.train_config(),
+            patches_dir / "train" / "hr", patches_dir / "train" / "lr",
+            patches_dir / "val" / "hr", patches_dir / "val" / "lr",
+            run_dir, init_generator=psnr_model, resume=resume, callbacks=MlflowCallbacks(),
+        )  # fmt: skip
+        return _finish(result, model_out, metrics_file)

@@ -1,0 +1,162 @@
+"""MLflow tracking for the pipeline steps: the only module that talks to MLflow's tracking API.
+
+Layout in the UI: one *parent* run per pipeline execution and one *child* run per stage (and
+per alpha), so alphas compare side by side. Each ``dvc repro`` stage is its own process, so the
+parent is found again by a key: ``ESRGAN_PIPELINE_RUN_ID`` when the launcher (``esrgan main``,
+KFP) sets it, else a hash of the git commit, ``params.yaml`` and ``data.dvc``.
+
+Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<project>/mlflow.db`` with
+artifacts in ``<project>/mlruns``. Credentials are never logged: params come only from the
+validated configuration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow.entities import RunStatus
+from mlflow.tracking import MlflowClient
+
+from esrgan.training.callbacks import Callbacks
+
+log = logging.getLogger(__name__)
+
+PARENT_RUN_ENV = "ESRGAN_PIPELINE_RUN_ID"
+TAG_KEY = "esrgan.pipeline_key"
+TAG_STAGE = "esrgan.stage"
+
+
+@dataclass(frozen=True)
+class Tracking:
+    """Where this pipeline's runs go: the project root, its params file and the experiment."""
+
+    root: Path
+    experiment_id: str
+    params_file: Path | None = None
+
+
+def configure(root: Path, experiment: str, params_file: Path | None = None) -> Tracking:
+    """Point MLflow at the configured server (or the embedded default) and experiment."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    mlflow.set_tracking_uri(uri)
+    if mlflow.get_experiment_by_name(experiment) is None:
+        location = None
+        if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_DEFAULT_ARTIFACT_ROOT"):
+            location = (root / "mlruns").resolve().as_uri()
+        with contextlib.suppress(mlflow.exceptions.MlflowException):  # created concurrently
+            mlflow.create_experiment(experiment, artifact_location=location)
+    exp = mlflow.set_experiment(experiment)
+    return Tracking(root=root, experiment_id=exp.experiment_id, params_file=params_file)
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True, timeout=10, check=True)
+        return out.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _data_hash(root: Path) -> str | None:
+    import yaml
+
+    try:
+        meta = yaml.safe_load((root / "data.dvc").read_text())
+        return str(meta["outs"][0]["md5"])
+    except (OSError, KeyError, IndexError, TypeError, yaml.YAMLError):
+        return None
+
+
+def provenance_tags(root: Path, params_file: Path | None = None) -> dict[str, str]:
+    """Tags linking a run to the code, data and parameters that produced it."""
+    tags = {
+        "git.commit": _git(root, "rev-parse", "HEAD") or "unknown",
+        "git.dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no"))).lower(),
+        "data.dvc.md5": _data_hash(root) or "unknown",
+    }
+    if params_file is not None and params_file.is_file():
+        tags["params.sha256"] = hashlib.sha256(params_file.read_bytes()).hexdigest()[:16]
+    return tags
+
+
+def pipeline_key(tags: Mapping[str, str]) -> str:
+    """Stages of one execution share code, data and params, hence this key."""
+    text = "|".join(f"{k}={tags.get(k, '')}" for k in ("git.commit", "data.dvc.md5", "params.sha256"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def parent_run_id(tracking: Tracking, run_name: str = "pipeline") -> str:
+    """The parent run of this pipeline execution: from the environment, found by key, or created."""
+    if run_id := os.environ.get(PARENT_RUN_ENV):
+        return run_id
+    tags = provenance_tags(tracking.root, tracking.params_file)
+    key = pipeline_key(tags)
+    found = mlflow.search_runs(
+        [tracking.experiment_id],
+        filter_string=f"tags.`{TAG_KEY}` = '{key}' and attributes.status = 'RUNNING'",
+        max_results=1,
+        output_format="list",
+    )
+    if found:
+        return found[0].info.run_id
+    run = MlflowClient().create_run(tracking.experiment_id, run_name=run_name, tags={**tags, TAG_KEY: key})
+    return run.info.run_id
+
+
+@contextlib.contextmanager
+def stage_run(
+    tracking: Tracking, stage: str, params: Mapping[str, Any], run_name: str | None = None
+) -> Iterator[mlflow.ActiveRun]:
+    """A child run for one stage under this execution's parent run, with params and provenance."""
+    parent = parent_run_id(tracking)
+    tags = {**provenance_tags(tracking.root, tracking.params_file), TAG_STAGE: stage, "mlflow.parentRunId": parent}
+    with mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name or stage, tags=tags) as run:
+        mlflow.log_params(flatten(params))
+        yield run
+
+
+def finish_parent(tracking: Tracking) -> str:
+    """Mark the parent run finished (called by the last stage); returns its id."""
+    run_id = parent_run_id(tracking)
+    MlflowClient().set_terminated(run_id, RunStatus.to_string(RunStatus.FINISHED))
+    return run_id
+
+
+def flatten(data: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mapping -> ``{"a.b.c": value}`` (MLflow params are flat; lists become strings)."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        else:
+            out[name] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return out
+
+
+class MlflowCallbacks(Callbacks):
+    """Forward training events to the active MLflow run: metrics over steps, samples, backbone."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+
+    def on_train_start(self, stage: str, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
+        info_flat = flatten(info)
+        mlflow.set_tags({f"train.{k}": str(v)[:500] for k, v in info_flat.items()})
+
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
+        mlflow.log_metrics({f"{self.prefix}{k}": float(v) for k, v in metrics.items()}, step=step)
+
+    def on_validation(self, step: int, metrics: Mapping[str, float], image_paths: Sequence[Path]) -> None:
+        mlflow.log_metrics({f"{self.prefix}val_{k}": float(v) for k, v in metrics.items()}, step=step)
+        for path in image_paths:
+            mlflow.log_artifact(str(path), artifact_path=f"samples/step_{step:07d}")

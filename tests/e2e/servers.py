@@ -1,0 +1,77 @@
+"""Real server processes for end-to-end tests, started on loopback and stopped by process id."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+from tests.e2e.project import VENV_BIN, env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
+        with contextlib.suppress(OSError):
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout}s: {log.read_text()[-2000:]}")
+
+
+@contextlib.contextmanager
+def process(cmd: list[str], cwd: Path, health_url: str, log: Path, **extra_env: str) -> Iterator[subprocess.Popen]:
+    """Start ``cmd`` in its own process group, wait for ``health_url``, stop the group on exit."""
+    with open(log, "w") as fh:
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env(**extra_env), stdout=fh, stderr=subprocess.STDOUT,
+                                start_new_session=True)  # fmt: skip
+    try:
+        wait_http(health_url, proc, log)
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+@contextlib.contextmanager
+def mlflow_server(workdir: Path) -> Iterator[str]:
+    """``mlflow server`` with a SQLite store and proxied artifacts; yields its URL."""
+    port = free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
+           "--artifacts-destination", (workdir / "artifacts").as_uri(), "--workers", "1"]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with process(cmd, workdir, f"{url}/health", workdir / "server.log"):
+        yield url
+
+
+@contextlib.contextmanager
+def model_server(model_uri: str, workdir: Path, tracking_uri: str, **extra_env: str) -> Iterator[str]:
+    """``mlflow models serve`` of a registry URI with the local environment; yields its URL."""
+    port = free_port()
+    cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
+           "--host", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    with process(cmd, workdir, f"{url}/ping", workdir / "serve.log", MLFLOW_TRACKING_URI=tracking_uri, **extra_env):
+        yield url
