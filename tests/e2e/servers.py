@@ -26,10 +26,9 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120)
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError):
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return
+        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
+            if r.status == 200:
+                return
         time.sleep(0.5)
     raise TimeoutError(f"{url} did not answer within {timeout}s: {log.read_text()[-2000:]}")
 
