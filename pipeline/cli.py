@@ -204,8 +204,8 @@ def _add_stage(sub: argparse._SubParsersAction) -> None:
 
 def _add_main(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("main", help="the main job: sample data if missing, dvc repro, champion summary")
-    p.add_argument("--profile", choices=["demo", "paper"], default=None,
-                   help="switch params.yaml to a profile first (configs/params.<profile>.yaml)")  # fmt: skip
+    p.add_argument("--profile", choices=["paper"], default=None,
+                   help="copy configs/params.<profile>.yaml over params.yaml first (git checkout params.yaml undoes it)")  # fmt: skip
     p.set_defaults(handler=_run_main)
 
 

@@ -44,9 +44,8 @@ def run_main_job(root: Path, profile: str | None = None) -> int:
     """Run the whole pipeline with ``dvc repro`` and print the registered champion."""
     root = root.resolve()
     if profile is not None:
+        # params.yaml is versioned: `git checkout params.yaml` returns to the demo profile.
         src = root / "configs" / f"params.{profile}.yaml"
-        if profile != "demo":
-            shutil.copyfile(root / "params.yaml", root / "params.demo.yaml.bak")
         shutil.copyfile(src, root / "params.yaml")
         print(f"==> params.yaml now holds the {profile!r} profile ({src.relative_to(root)})")
     params = load_params(root / "params.yaml")  # fail fast on a bad params.yaml
@@ -61,13 +60,17 @@ def run_main_job(root: Path, profile: str | None = None) -> int:
     elapsed = time.perf_counter() - start
     registered = json.loads((root / "outputs" / "registered.json").read_text())
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    if uri.startswith(("http://", "https://")):
+        compare = f"open {uri} (experiment {params.tracking.experiment!r})"
+    else:
+        compare = f".venv/bin/mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)"
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(registered["metrics"].items()))
     print(
         f"\n==> done in {elapsed / 60:.1f} min\n"
         f"champion: {registered['model_name']} version {registered['version']} "
         f"(alias @{registered['alias']}), alpha {registered['alpha']:g}\n"
         f"metrics on the validation split: {metrics}\n"
-        f"compare runs:  .venv/bin/mlflow ui --backend-store-uri {uri}\n"
+        f"compare runs:  {compare}\n"
         f"serve it:      MLFLOW_TRACKING_URI={uri} .venv/bin/mlflow models serve "
         f"-m {registered['model_uri']} --env-manager local -p 5001\n"
         f"upscale:       MLFLOW_TRACKING_URI={uri} .venv/bin/esrgan upscale IMAGE -m {registered['model_uri']} -o out/"

@@ -29,14 +29,28 @@ def tracking_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
 
 
+MAIN_OUTPUT: dict[str, str] = {}
+
+
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Path:
+    """The README's main job (``esrgan main``) on a fresh clone without data/, tiny params."""
     root = make_project(tmp_path_factory.mktemp("project"))
-    sample = run(["esrgan", "data", "sample"], root)
-    assert sample.returncode == 0, sample.stderr
-    result = run(["dvc", "repro"], root, timeout=900, MLFLOW_TRACKING_URI=tracking_uri)
+    assert not (root / "data").exists()
+    result = run(["esrgan", "main"], root, timeout=900, MLFLOW_TRACKING_URI=tracking_uri)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    MAIN_OUTPUT["stdout"] = result.stdout
     return root
+
+
+def test_main_job_prints_the_champion(project: Path) -> None:
+    out = MAIN_OUTPUT["stdout"]
+    registered = json.loads((project / "outputs" / "registered.json").read_text())
+    assert "HR dataset: rebuilt the sample set" in out
+    assert (
+        f"champion: esrgan-x4 version {registered['version']} (alias @champion), alpha {registered['alpha']:g}" in out
+    )
+    assert "compare runs:  open http://127.0.0.1" in out and "psnr_y" in out
 
 
 def client(uri: str) -> Any:
@@ -61,7 +75,8 @@ def post(url: str, payload: dict[str, Any]) -> tuple[int, Any]:
         return e.code, json.loads(e.read())
 
 
-def test_sample_data_matches_data_dvc(project: Path) -> None:
+def test_rebuilt_sample_data_matches_the_committed_data_dvc(project: Path) -> None:
+    assert run(["git", "status", "--porcelain", "data.dvc"], project).stdout == ""
     status = run(["dvc", "status", "--json", "data.dvc"], project)
     assert status.returncode == 0 and json.loads(status.stdout) == {}
 

@@ -1,0 +1,68 @@
+"""params.yaml: one validated schema shared by DVC, the CLI and KFP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipeline.params import ParamsError, load_params, parse_params
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_committed_profiles_validate() -> None:
+    demo = load_params(ROOT / "params.yaml")
+    paper = load_params(ROOT / "configs" / "params.paper.yaml")
+    assert demo.model.num_block == 4 and paper.model.num_block == 23
+    assert paper.train_config().gan.perceptual.backbone == "vgg19-imagenet"
+    assert demo.registration.model_name == "esrgan-x4"
+
+
+def test_paper_profile_matches_the_paper_training_config() -> None:
+    paper = load_params(ROOT / "configs" / "params.paper.yaml").train_config().to_dict()
+    reference = yaml.safe_load((ROOT / "configs" / "paper.yaml").read_text())
+    from esrgan.training import parse_config
+
+    assert paper == parse_config(reference).to_dict()
+
+
+def test_demo_profile_matches_the_demo_training_config() -> None:
+    demo = load_params(ROOT / "params.yaml").train_config().to_dict()
+    from esrgan.training import load_config
+
+    assert demo == load_config(ROOT / "configs" / "demo.yaml").to_dict()
+
+
+def base() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda p: p["interpolate"].update(alphas=[0.0, 0.5]), "endpoints"),
+        (lambda p: p["interpolate"].update(alphas=[0, 0.5, 1.0]), "decimal"),
+        (lambda p: p["interpolate"].update(alphas=[0.0, 1.0, 0.5]), "increasing"),
+        (lambda p: p["extract_patches"].update(crop_size=481), "multiple of scale"),
+        (lambda p: p["finetune_gan"]["data"].update(patch_size=96), "discriminator"),
+        (lambda p: p["register"].update(unknown_key=1), "register.unknown_key"),
+        (lambda p: p["model"].update(scale=3), "model.scale"),
+    ],
+)
+def test_bad_params_name_the_key(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    params = base()
+    mutate(params)
+    with pytest.raises(ParamsError) as err:
+        parse_params(params, "params.yaml")
+    assert message in str(err.value) and str(err.value).startswith("params.yaml: ")
+
+
+def test_missing_and_broken_files(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match="no such file"):
+        load_params(tmp_path / "params.yaml")
+    bad = tmp_path / "params.yaml"
+    bad.write_text("a: [1, 2")
+    with pytest.raises(ParamsError, match="cannot read YAML"):
+        load_params(bad)
