@@ -242,6 +242,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    except Exception as exc:
+        from esrgan.training import PREEMPTED_EXIT_CODE, TrainingPreempted
+
+        if isinstance(exc, TrainingPreempted):
+            # Not 0: Kubernetes/KFP must retry (and resume) rather than mark the stage done.
+            _error(f"preempted: {exc}")
+            return PREEMPTED_EXIT_CODE
+        raise
 
 
 if __name__ == "__main__":

@@ -1,0 +1,123 @@
+"""ESRGAN losses: relativistic average GAN, perceptual (VGG before activation) and L1 content.
+
+Relativistic average discriminator (ESRGAN eq. 1-3), ``C`` = the discriminator's raw logit:
+
+    D_Ra(a, b) = sigmoid(C(a) - mean_batch C(b))
+    L_D    = -E[log D_Ra(x_r, x_f)] - E[log(1 - D_Ra(x_f, x_r))]
+    L_G^Ra = -E[log(1 - D_Ra(x_r, x_f))] - E[log D_Ra(x_f, x_r)]
+
+computed as BCE-with-logits on ``C(real) - mean C(fake)`` and ``C(fake) - mean C(real)``.
+
+**Scaling: we match BasicSR (and the authors' original code), not the paper's sum.** Each loss
+is the *average* of its two terms, ``0.5 * (real term + fake term)``, so its value is half of
+the paper's formula. The published weight ``lambda = 5e-3`` was tuned with this averaging, so
+``w_gan = 5e-3`` here reproduces the authors' training. As in BasicSR, the side used for the
+batch mean is detached in the discriminator loss (each term trains D through one side only),
+and the real logits are detached in the generator loss (G cannot change them anyway).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from esrgan.perceptual import VGGFeatureExtractor, build_feature_extractor
+
+#: Default weights of the generator's total loss (paper, section 4.1).
+W_PERCEP, W_GAN, W_PIXEL = 1.0, 5e-3, 1e-2
+
+
+def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))
+
+
+def ra_discriminator_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The discriminator's two relativistic terms, each already scaled by 0.5 (BasicSR).
+
+    Returns ``(l_d_real, l_d_fake)`` with ``l_d_real = 0.5 * BCE(Cr - mean(Cf).detach(), 1)`` and
+    ``l_d_fake = 0.5 * BCE(Cf - mean(Cr).detach(), 0)``; ``L_D = l_d_real + l_d_fake``.
+    Pass ``fake_logits`` computed from a detached generator output.
+    """
+    l_real = 0.5 * _bce(real_logits - fake_logits.detach().mean(), 1.0)
+    l_fake = 0.5 * _bce(fake_logits - real_logits.detach().mean(), 0.0)
+    return l_real, l_fake
+
+
+def ra_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """``L_D`` averaged over its two terms (see the module docstring)."""
+    l_real, l_fake = ra_discriminator_terms(real_logits, fake_logits)
+    return l_real + l_fake
+
+
+def ra_generator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """``L_G^Ra`` averaged over its two terms: ``0.5 * (BCE(Cr - mean Cf, 0) + BCE(Cf - mean Cr, 1))``.
+
+    ``real_logits`` are detached; G receives gradients through both terms via ``fake_logits``.
+    """
+    real = real_logits.detach()
+    return 0.5 * (_bce(real - fake_logits.mean(), 0.0) + _bce(fake_logits - real.mean(), 1.0))
+
+
+def pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 content loss (mean absolute error), computed in float32."""
+    return F.l1_loss(sr.float(), hr.float())
+
+
+class PerceptualLoss(nn.Module):
+    """Weighted L1 distance between frozen VGG features (pre-activation) of SR and HR.
+
+    Args:
+        extractor: a :class:`~esrgan.perceptual.VGGFeatureExtractor`; built from ``backbone``
+            and ``layers`` when omitted.
+        layers: ``{layer name: weight}``; default ``{default layer: 1.0}`` (conv5_4 for VGG19).
+        backbone: see :func:`esrgan.perceptual.build_feature_extractor`.
+        allow_download: passed to the backbone loader.
+
+    ``forward(sr, hr)`` returns ``sum_l w_l * L1(phi_l(sr), phi_l(hr))``, HR features detached.
+    The loss's own weight in the generator objective is applied by :func:`generator_loss`.
+    """
+
+    def __init__(
+        self,
+        extractor: VGGFeatureExtractor | None = None,
+        layers: Mapping[str, float] | None = None,
+        backbone: str = "vgg19-imagenet",
+        allow_download: bool | None = None,
+    ) -> None:
+        super().__init__()
+        if extractor is None:
+            extractor = build_feature_extractor(backbone, list(layers) if layers else None, allow_download)
+        self.extractor = extractor
+        self.layer_weights = dict(layers) if layers else {name: 1.0 for name in extractor.layers}
+        missing = set(self.layer_weights) - set(extractor.layers)
+        if missing:
+            raise ValueError(f"the extractor does not compute layer(s) {sorted(missing)}")
+
+    @property
+    def backbone(self) -> dict[str, str | None]:
+        """What the feature network is (name, arch, file, sha256 prefix, pretraining)."""
+        return self.extractor.backbone.as_dict()
+
+    def forward(self, sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+        sr_feats = self.extractor(sr)
+        with torch.no_grad():
+            hr_feats = self.extractor(hr)
+        loss = sr.new_zeros((), dtype=torch.float32)
+        for name, weight in self.layer_weights.items():
+            loss = loss + weight * F.l1_loss(sr_feats[name].float(), hr_feats[name].float())
+        return loss
+
+
+def generator_loss(
+    l_percep: torch.Tensor,
+    l_gan: torch.Tensor,
+    l_pixel: torch.Tensor,
+    w_percep: float = W_PERCEP,
+    w_gan: float = W_GAN,
+    w_pixel: float = W_PIXEL,
+) -> torch.Tensor:
+    """ESRGAN's generator objective ``w_percep * L_percep + w_gan * L_G^Ra + w_pixel * L_1``."""
+    return w_percep * l_percep + w_gan * l_gan + w_pixel * l_pixel

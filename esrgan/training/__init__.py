@@ -1,0 +1,67 @@
+"""ESRGAN training: PSNR pre-training, GAN fine-tuning, checkpoints/resume, DDP, interpolation.
+
+Entry points (see :mod:`esrgan.training.loop` for the outputs each writes)::
+
+    cfg = load_config("configs/demo.yaml")
+    psnr = train_psnr(cfg, hr, lr, val_hr, val_lr, "runs/psnr")
+    gan = train_gan(cfg, hr, lr, val_hr, val_lr, "runs/gan", init_generator=psnr.final_generator_path)
+    interpolate_sweep(psnr.final_generator_path, gan.final_generator_path, [0, 0.5, 1], "runs/interp")
+
+The core never imports a tracker: pass :class:`Callbacks` to observe logs, validations and
+checkpoints.
+"""
+
+from esrgan.training.callbacks import CallbackList, Callbacks
+from esrgan.training.checkpoint import latest_checkpoint, load_checkpoint
+from esrgan.training.config import (
+    ConfigError,
+    DataConfig,
+    EMAConfig,
+    GANStageConfig,
+    GeneratorConfig,
+    LoggingConfig,
+    LossWeights,
+    OptimizerConfig,
+    PerceptualConfig,
+    PSNRStageConfig,
+    RuntimeConfig,
+    ScheduleConfig,
+    TrainConfig,
+    load_config,
+    parse_config,
+)
+from esrgan.training.interpolation import alpha_filename, interpolate_sweep
+from esrgan.training.loop import TrainResult, train, train_gan, train_psnr
+from esrgan.training.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
+from esrgan.training.schedule import lr_at
+
+__all__ = [
+    "PREEMPTED_EXIT_CODE",
+    "CallbackList",
+    "Callbacks",
+    "ConfigError",
+    "DataConfig",
+    "EMAConfig",
+    "GANStageConfig",
+    "GeneratorConfig",
+    "LoggingConfig",
+    "LossWeights",
+    "OptimizerConfig",
+    "PSNRStageConfig",
+    "PerceptualConfig",
+    "RuntimeConfig",
+    "ScheduleConfig",
+    "TrainConfig",
+    "TrainResult",
+    "TrainingPreempted",
+    "alpha_filename",
+    "interpolate_sweep",
+    "latest_checkpoint",
+    "load_checkpoint",
+    "load_config",
+    "lr_at",
+    "parse_config",
+    "train",
+    "train_gan",
+    "train_psnr",
+]

@@ -1,0 +1,240 @@
+"""The one typed schema of training configurations (``configs/paper.yaml``, ``configs/demo.yaml``).
+
+Every model forbids unknown keys, so a typo is an error naming the field instead of a silently
+ignored setting. :func:`load_config` turns pydantic's report into :class:`ConfigError` with one
+``path.to.field: message`` line per problem.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration; the message lists every problem, one per line."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class GeneratorConfig(_Strict):
+    """RRDBNet hyper-parameters (paper: nf 64, 23 blocks, growth 32)."""
+
+    scale: Literal[1, 2, 4, 8] = 4
+    in_ch: int = Field(3, ge=1)
+    out_ch: int = Field(3, ge=1)
+    num_feat: int = Field(64, ge=1)
+    num_block: int = Field(23, ge=1)
+    num_grow: int = Field(32, ge=1)
+
+
+class DiscriminatorConfig(_Strict):
+    """VGG-style discriminator; its input size is the GAN stage's HR patch size (128 or 256)."""
+
+    num_feat: int = Field(64, ge=1)
+    #: Convert D's BatchNorm to SyncBatchNorm under multi-GPU DDP (per-GPU batches are small).
+    sync_batchnorm: bool = False
+
+
+class DataConfig(_Strict):
+    """Training patches. ``batch_size`` is global: DDP splits it evenly over the ranks."""
+
+    patch_size: int = Field(ge=4, description="HR patch edge; the LR patch is patch_size // scale")
+    batch_size: int = Field(ge=1)
+    augment: bool = True
+    num_workers: int = Field(4, ge=0, description="DataLoader worker processes (0 loads on the training thread)")
+    prefetch_factor: int = Field(2, ge=1)
+
+
+class OptimizerConfig(_Strict):
+    """Adam."""
+
+    lr: float = Field(gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+
+    @field_validator("betas")
+    @classmethod
+    def _betas_in_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not all(0.0 <= b < 1.0 for b in v):
+            raise ValueError(f"Adam betas must be in [0, 1), got {v}")
+        return v
+
+
+class ScheduleConfig(_Strict):
+    """Learning-rate schedule as a pure function of the iteration (see ``schedule.lr_at``).
+
+    ``multistep``: multiply by ``gamma`` at each milestone; ``step``: every ``step_size``
+    iterations; ``cosine``: from lr to ``eta_min`` over the stage; ``constant``.
+    """
+
+    kind: Literal["multistep", "step", "cosine", "constant"] = "multistep"
+    milestones: list[int] = Field(default_factory=list)
+    step_size: int | None = Field(None, ge=1)
+    gamma: float = Field(0.5, gt=0, le=1)
+    eta_min: float = Field(0.0, ge=0)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ScheduleConfig:
+        if any(b <= a for a, b in itertools.pairwise(self.milestones)) or any(m < 1 for m in self.milestones):
+            raise ValueError(f"milestones must be positive and strictly increasing, got {self.milestones}")
+        if self.kind == "step" and self.step_size is None:
+            raise ValueError("schedule kind 'step' needs step_size")
+        if self.kind == "multistep" and not self.milestones:
+            raise ValueError("schedule kind 'multistep' needs milestones (use kind 'constant' for none)")
+        return self
+
+
+class EMAConfig(_Strict):
+    """Exponential moving average of G's weights (BasicSR: 0.999; the paper uses none)."""
+
+    enabled: bool = False
+    decay: float = Field(0.999, ge=0, lt=1)
+
+
+class PerceptualConfig(_Strict):
+    """Perceptual loss backbone and layers (``esrgan.perceptual``)."""
+
+    backbone: str = "vgg19-imagenet"
+    #: ``{layer: weight}``; ``None``: the backbone's last conv pre-activation (conv5_4 / conv5_3).
+    layers: dict[str, float] | None = None
+    allow_download: bool = False
+
+
+class LossWeights(_Strict):
+    """``L_G = perceptual * L_percep + gan * L_G^Ra + pixel * L_1`` (paper: 1, 5e-3, 1e-2)."""
+
+    perceptual: float = Field(1.0, ge=0)
+    gan: float = Field(5e-3, ge=0)
+    pixel: float = Field(1e-2, ge=0)
+
+
+class StageConfig(_Strict):
+    """What both stages share. Intervals are in iterations; ``val_every: 0`` disables validation."""
+
+    iterations: int = Field(ge=1)
+    data: DataConfig
+    optimizer: OptimizerConfig
+    schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(kind="constant"))
+    ema: EMAConfig = Field(default_factory=EMAConfig)
+    log_every: int = Field(100, ge=1)
+    val_every: int = Field(5000, ge=0)
+    checkpoint_every: int = Field(5000, ge=1)
+
+
+class PSNRStageConfig(StageConfig):
+    """Stage 1: L1 only."""
+
+
+class GANStageConfig(StageConfig):
+    """Stage 2: G from stage 1, D trained every iteration. ``optimizer`` is G's."""
+
+    optimizer_d: OptimizerConfig
+    discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
+    perceptual: PerceptualConfig = Field(default_factory=PerceptualConfig)
+    loss_weights: LossWeights = Field(default_factory=LossWeights)
+
+    @model_validator(mode="after")
+    def _d_input(self) -> GANStageConfig:
+        from esrgan.models.discriminator import SUPPORTED_INPUT_SIZES
+
+        if self.data.patch_size not in SUPPORTED_INPUT_SIZES:
+            raise ValueError(
+                f"gan.data.patch_size is the discriminator's input and must be one of {SUPPORTED_INPUT_SIZES}, "
+                f"got {self.data.patch_size}"
+            )
+        return self
+
+
+class RuntimeConfig(_Strict):
+    """Where and how to run. ``amp`` and ``channels_last`` apply on CUDA only (ignored on CPU)."""
+
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["none", "bf16", "fp16"] = "none"
+    channels_last: bool = False
+    #: ``torch.use_deterministic_algorithms`` (slower on CUDA; exact resume on CPU needs it).
+    deterministic: bool = False
+    seed: int = 0
+    #: CPU threads for torch (None: torch's default).
+    threads: int | None = Field(None, ge=1)
+
+
+class LoggingConfig(_Strict):
+    """Run outputs shared by both stages."""
+
+    keep_checkpoints: int = Field(3, ge=1)
+    num_samples: int = Field(3, ge=0, description="validation images saved as LR-bicubic | SR | HR crops")
+    sample_crop: int = Field(128, ge=8, description="HR edge of each sample crop")
+    val_tile: int = Field(0, ge=0, description="LR tile edge for validation upscaling (0: whole image)")
+    progress_bar: bool = True
+
+
+class TrainConfig(_Strict):
+    """A complete two-stage ESRGAN training configuration."""
+
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    psnr: PSNRStageConfig
+    gan: GANStageConfig
+    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+    @model_validator(mode="after")
+    def _patches_fit_scale(self) -> TrainConfig:
+        for name in ("psnr", "gan"):
+            patch = getattr(self, name).data.patch_size
+            if patch % self.generator.scale:
+                raise ValueError(f"{name}.data.patch_size {patch} is not a multiple of scale {self.generator.scale}")
+        return self
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible dict (stored in checkpoints, logged as parameters)."""
+        return self.model_dump(mode="json")
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{origin}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, origin: str = "config") -> TrainConfig:
+    """Validate a dict (e.g. from YAML, or a :class:`TrainConfig` passed through) into a config."""
+    if isinstance(data, TrainConfig):
+        return data
+    try:
+        return TrainConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None
+
+
+def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Read and validate a YAML training config; ``overrides`` are deep-merged on top first.
+
+    Mappings merge key by key (so ``{"gan": {"perceptual": {"layers": {...}}}}`` *adds* layers to
+    the file's); other values replace.
+    """
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: cannot read YAML ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return parse_config(_deep_merge(data, overrides or {}), str(path))
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
