@@ -50,8 +50,9 @@ def configure(root: Path, experiment: str, params_file: Path | None = None) -> T
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         location = None
-        if uri.startswith("sqlite:") and not os.environ.get("MLFLOW_DEFAULT_ARTIFACT_ROOT"):
-            location = (root / "mlruns").resolve().as_uri()
+        if uri.startswith("sqlite:"):
+            # MLFLOW_DEFAULT_ARTIFACT_ROOT is a server setting; a client with a local store must pass it.
+            location = os.environ.get("MLFLOW_DEFAULT_ARTIFACT_ROOT") or (root / "mlruns").resolve().as_uri()
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # created concurrently
             mlflow.create_experiment(experiment, artifact_location=location)
     exp = mlflow.set_experiment(experiment)

@@ -53,11 +53,24 @@ def make_project(dest: Path, params: dict[str, Any] | None = None) -> Path:
     return dest
 
 
+# Ambient cloud settings a developer may have: tests must never reach a real account.
+AMBIENT_CLOUD_ENV = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL",
+)  # fmt: skip
+# Missing on purpose: botocore and dvc-s3 skip a missing file (dvc-s3 fails on os.devnull).
+NO_AWS_FILE = "/nonexistent/esrgan-tests/aws"
+
+
 def env(**extra: str) -> dict[str, str]:
-    """The test environment with this venv's scripts (esrgan, dvc, mlflow) first on PATH."""
-    out = dict(os.environ)
+    """The test environment with this venv's scripts (esrgan, dvc, mlflow) first on PATH.
+
+    No ambient tracking server or cloud credentials; ``~/.aws`` is not read.
+    """
+    out = {k: v for k, v in os.environ.items() if k not in AMBIENT_CLOUD_ENV}
     out["PATH"] = f"{VENV_BIN}{os.pathsep}{out.get('PATH', '')}"
     out.pop("MLFLOW_TRACKING_URI", None)
+    out.update(AWS_CONFIG_FILE=NO_AWS_FILE, AWS_SHARED_CREDENTIALS_FILE=NO_AWS_FILE)
     out.update(extra)
     return out
 

@@ -21,6 +21,15 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free loopback ports (all bound at once, so none is handed out twice)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -34,8 +43,11 @@ def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 120)
 
 
 @contextlib.contextmanager
-def process(cmd: list[str], cwd: Path, health_url: str, log: Path, **extra_env: str) -> Iterator[subprocess.Popen]:
-    """Start ``cmd`` in its own process group, wait for ``health_url``, stop the group on exit."""
+def process(
+    cmd: list[str], cwd: Path, health_url: str, log: Path, grace: float = 20, **extra_env: str
+) -> Iterator[subprocess.Popen]:
+    """Start ``cmd`` in its own process group, wait for ``health_url``, stop the group on exit
+    (SIGTERM, then SIGKILL after ``grace`` seconds)."""
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, cwd=cwd, env=env(**extra_env), stdout=fh, stderr=subprocess.STDOUT,
                                 start_new_session=True)  # fmt: skip
@@ -46,22 +58,27 @@ def process(cmd: list[str], cwd: Path, health_url: str, log: Path, **extra_env: 
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
-            proc.wait(timeout=20)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
 
 @contextlib.contextmanager
-def mlflow_server(workdir: Path) -> Iterator[str]:
-    """``mlflow server`` with a SQLite store and proxied artifacts; yields its URL."""
+def mlflow_server(workdir: Path, artifacts_destination: str | None = None, **extra_env: str) -> Iterator[str]:
+    """``mlflow server`` with a SQLite store and proxied artifacts; yields its URL.
+
+    ``artifacts_destination`` defaults to a local folder; for ``s3://...`` pass the server's
+    AWS credentials and ``MLFLOW_S3_ENDPOINT_URL`` in ``extra_env`` (clients then need none).
+    """
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
+    destination = artifacts_destination or (workdir / "artifacts").as_uri()
     cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
            "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
-           "--artifacts-destination", (workdir / "artifacts").as_uri(), "--workers", "1"]  # fmt: skip
+           "--artifacts-destination", destination, "--workers", "1"]  # fmt: skip
     url = f"http://127.0.0.1:{port}"
-    with process(cmd, workdir, f"{url}/health", workdir / "server.log"):
+    with process(cmd, workdir, f"{url}/health", workdir / "server.log", **extra_env):
         yield url
 
 
