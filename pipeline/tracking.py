@@ -80,7 +80,8 @@ def _data_hash(root: Path) -> str | None:
 def provenance_tags(root: Path, params_file: Path | None = None) -> dict[str, str]:
     """Tags linking a run to the code, data and parameters that produced it."""
     tags = {
-        "git.commit": _git(root, "rev-parse", "HEAD") or "unknown",
+        # Container images have no .git: the image build records the commit in ESRGAN_GIT_COMMIT.
+        "git.commit": _git(root, "rev-parse", "HEAD") or os.environ.get("ESRGAN_GIT_COMMIT") or "unknown",
         "git.dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no"))).lower(),
         "data.dvc.md5": _data_hash(root) or "unknown",
     }

@@ -338,3 +338,20 @@ def test_mlflow_client_writes_directly_to_s3_and_the_registered_model_loads(
         assert_loads_and_predicts("models:/esrgan-s3-direct/1", generator_file)
         out, err = capfd.readouterr()
         assert_secret_free(s3_env.secret_key, run_, out, err, caplog.text)
+
+
+def test_kfp_data_source_fetches_the_dataset_from_an_s3_prefix(s3_env: S3Server, tmp_path: Path) -> None:
+    from pipeline import storage
+    from pipeline.data_source import DataSource, DataSourceError, fetch_dataset
+
+    src = tmp_path / "hr"
+    for split, name in (("train", "a.png"), ("val", "b.png")):
+        (src / split).mkdir(parents=True)
+        (src / split / name).write_bytes(split.encode())
+    s3_env.create_buckets("datasets")
+    storage.upload_dir(src, "s3://datasets/div2k")
+    storage.upload_file(src / "train" / "a.png", "s3://datasets/div2k-old/train/stale.png")
+    out = fetch_dataset(DataSource("s3", "s3://datasets/div2k"), tmp_path / "fetched")
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*.png")) == ["train/a.png", "val/b.png"]
+    with pytest.raises(DataSourceError, match="no objects"):
+        fetch_dataset(DataSource("s3", "s3://datasets/missing"), tmp_path / "fetched2")

@@ -1,0 +1,31 @@
+"""Component 0: merge and validate the parameters, fix the pipeline key (cheap, cached)."""
+
+from kfp.dsl import Artifact, Output
+
+
+def resolve_params(
+    params_json: str,
+    alphas: list,
+    psnr_iterations: int,
+    gan_iterations: int,
+    device: str,
+    experiment: str,
+    model_name: str,
+    data_source: str,
+    data_uri: str,
+    data_rev: str,
+    data_path: str,
+    config: Output[Artifact],
+) -> str:
+    """Fail before any GPU is requested if the parameters are invalid; returns the pipeline key."""
+    from components.runtime import project_version, write_config
+    from pipeline.data_source import DataSource
+    from pipeline.kfp_params import pipeline_key, resolve_params
+
+    knobs = {"alphas": alphas, "psnr_iterations": psnr_iterations, "gan_iterations": gan_iterations,
+             "device": device, "experiment": experiment, "model_name": model_name}  # fmt: skip
+    params = resolve_params(params_json, knobs)
+    data = DataSource(kind=data_source, uri=data_uri, rev=data_rev, path=data_path).as_dict()
+    key = pipeline_key(params, data, code_version=project_version())  # the image's package version
+    write_config(config.path, params, key, data)
+    return key

@@ -1,0 +1,43 @@
+"""The MLflow parent run of one Kubeflow Pipelines execution, found again by a key.
+
+Every KFP task is its own pod, so the parent cannot live in a process. Each task calls
+:func:`adopt_parent_run` with the execution's *pipeline key* (a hash of the resolved params and
+the data source, computed once by the first task): it finds the ``RUNNING`` parent with that key
+or creates it, and exports its id as ``ESRGAN_PIPELINE_RUN_ID`` so the unchanged step functions
+nest their child runs under it. The registration step finishes it.
+
+Keying on the inputs (not on the KFP run id) keeps the cheap tasks' inputs identical across
+submissions, so KFP's cache can hit, and a resubmission after a failure adopts the failed run's
+parent and its checkpoints: the same rule the DVC path applies with its git/data/params key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from pipeline.steps.context import StepContext
+from pipeline.tracking import PARENT_RUN_ENV, TAG_KEY, provenance_tags
+
+
+def adopt_parent_run(ctx: StepContext, key: str, tags: Mapping[str, str] | None = None) -> str:
+    """Find or create the running parent for ``key``; export it for this process; returns its id."""
+    found = mlflow.search_runs(
+        [ctx.tracking.experiment_id],
+        filter_string=f"tags.`{TAG_KEY}` = '{key}' and attributes.status = 'RUNNING'",
+        max_results=1,
+        output_format="list",
+    )
+    client = MlflowClient()
+    if found:
+        run_id = found[0].info.run_id
+    else:
+        base = {**provenance_tags(ctx.tracking.root), TAG_KEY: key, "esrgan.launcher": "kubeflow"}
+        run_id = client.create_run(ctx.tracking.experiment_id, run_name="pipeline (kfp)", tags=base).info.run_id
+    for name, value in (tags or {}).items():
+        client.set_tag(run_id, name, value)
+    os.environ[PARENT_RUN_ENV] = run_id
+    return run_id
