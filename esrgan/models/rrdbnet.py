@@ -49,7 +49,9 @@ class ResidualDenseBlock(nn.Module):
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
         x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
         x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
-        return x5 * RESIDUAL_SCALE + x
+        # In place on the fresh conv output (its backward does not need it): the same arithmetic
+        # as ``x5 * 0.2 + x``, bit for bit, without allocating two more feature maps per block.
+        return x5.mul_(RESIDUAL_SCALE).add_(x)
 
 
 class RRDB(nn.Module):
@@ -62,7 +64,7 @@ class RRDB(nn.Module):
         self.rdb3 = ResidualDenseBlock(num_feat, num_grow)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))) * RESIDUAL_SCALE + x
+        return self.rdb3(self.rdb2(self.rdb1(x))).mul_(RESIDUAL_SCALE).add_(x)
 
 
 class RRDBNet(nn.Module):
@@ -124,7 +126,7 @@ class RRDBNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feat = F.pixel_unshuffle(x, self.unshuffle) if self.unshuffle > 1 else x
         feat = self.conv_first(feat)
-        feat = feat + self.conv_body(self.body(feat))
+        feat = self.conv_body(self.body(feat)).add_(feat)
         for conv in self._up_convs:
             feat = self.lrelu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
