@@ -6,8 +6,8 @@ For each HR image, with the conventions of the SR literature (ESRGAN_FACTS.md):
 2. LR = MATLAB bicubic ``imresize(hr, 1/scale)``, rounded to uint8;
 3. SR = the model's output (``esrgan.upscale``), and the bicubic baseline
    ``imresize(lr, scale)``, both uint8;
-4. metrics against the mod-cropped HR: PSNR/SSIM on the BT.601 Y channel and PSNR on RGB,
-   all with ``scale`` pixels cropped from every border; NIQE (no reference) on the SR image
+4. metrics against the mod-cropped HR: PSNR/SSIM on the BT.601 Y channel, PSNR on RGB and
+   the mean BT.601 chroma error (colour cast), all with ``scale`` pixels cropped from every border; NIQE (no reference) on the SR image
    with the same crop (as PIRM's ``shave_width``); LPIPS / ST-LPIPS variants on whole images.
 
 Report schema (``schema_version`` 1), all metric values JSON numbers or ``null``::
@@ -47,12 +47,12 @@ from tqdm import tqdm
 from esrgan.fileio import write_json
 from esrgan.imageio import ImageReadError, is_image_path, read_image
 from esrgan.inference import upscale
-from esrgan.metrics import PERCEPTUAL_METRICS, MetricUnavailable, niqe, psnr, ssim
+from esrgan.metrics import PERCEPTUAL_METRICS, MetricUnavailable, chroma_error, niqe, psnr, ssim
 
 SCHEMA_VERSION = 1
 
 #: Every metric name ``evaluate_folder`` understands, in report order.
-METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "niqe", *PERCEPTUAL_METRICS)
+METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error", "niqe", *PERCEPTUAL_METRICS)
 
 
 def conventions(scale: int) -> dict[str, Any]:
@@ -69,6 +69,8 @@ def conventions(scale: int) -> dict[str, Any]:
         "ssim_y": "SSIM on the same Y channel: 11x11 Gaussian window sigma 1.5, 'valid' filtering, "
         "C1 = (0.01*255)^2, C2 = (0.03*255)^2, float64; crop_border px cropped",
         "psnr_rgb": "PSNR (peak 255, float64) over all three RGB channels; crop_border px cropped",
+        "chroma_error": "mean |dCb| and |dCr| averaged, BT.601 as MATLAB rgb2ycbcr, 0-255 scale, float64; "
+        "crop_border px cropped; lower is better (a colour cast raises it, luminance changes do not)",
         "niqe": "NIQE of the SR image (no reference), MATLAB niqe_release port: Y rounded to integers, "
         "crop_border px cropped, 96x96 blocks, official pristine parameters; lower is better",
         "lpips": "LPIPS v0.1 (torchvision ImageNet trunk + lpips linear layers), inputs in [-1, 1], "
@@ -115,6 +117,7 @@ def _image_metrics(
         "psnr_y": lambda: psnr(sr, hr, crop_border, y_channel=True),
         "ssim_y": lambda: ssim(sr, hr, crop_border, y_channel=True),
         "psnr_rgb": lambda: psnr(sr, hr, crop_border, y_channel=False),
+        "chroma_error": lambda: chroma_error(sr, hr, crop_border),
         "niqe": lambda: niqe(sr, crop_border),
     }
     for name in names:

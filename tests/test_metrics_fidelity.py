@@ -10,7 +10,7 @@ import skimage.data
 from scipy.ndimage import uniform_filter
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from esrgan.metrics import psnr, rgb_to_y, ssim
+from esrgan.metrics import chroma_error, psnr, rgb_to_cbcr, rgb_to_y, ssim
 
 C1, C2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
 Y_GAIN = (65.481 + 128.553 + 24.966) / 255  # dY per grey level of R=G=B (219/255)
@@ -136,3 +136,23 @@ def test_ssim_needs_a_full_window() -> None:
     assert ssim(img, img, 1) == pytest.approx(1.0)  # 12x12 left: fine
     with pytest.raises(ValueError, match="11x11"):
         ssim(img, img, 2)  # 10x10 left
+
+
+def test_chroma_error_sees_a_colour_cast_but_not_a_grey_shift() -> None:
+    hr = _random_image(seed=3)
+    assert chroma_error(hr, hr, 4) == 0.0
+    grey_shift = (hr.astype(np.int16) + 8).astype(np.uint8)  # R = G = B offset: luminance only
+    assert chroma_error(grey_shift, hr, 4) == pytest.approx(0.0, abs=1e-9)
+    red = hr.copy()
+    red[..., 0] += 10  # lo=10, hi=245: no wrap-around
+    # MATLAB rgb2ycbcr: dCb = -37.797 * 10/255, dCr = 112 * 10/255, averaged over both channels.
+    expected = (37.797 + 112.0) * 10 / 255 / 2
+    assert chroma_error(red, hr, 4) == pytest.approx(expected, rel=1e-12)
+    assert chroma_error(red, hr, 0) == pytest.approx(expected, rel=1e-12)
+
+
+def test_cbcr_matches_skimage_ycbcr() -> None:
+    from skimage.color import rgb2ycbcr
+
+    img = _random_image(seed=5)
+    np.testing.assert_allclose(rgb_to_cbcr(img) + 128, rgb2ycbcr(img)[..., 1:], atol=1e-9)

@@ -8,7 +8,7 @@
   :func:`perceptual_metrics` runs every variant and reports the unavailable ones.
 """
 
-from esrgan.metrics.fidelity import psnr, ssim
+from esrgan.metrics.fidelity import chroma_error, psnr, ssim
 from esrgan.metrics.niqe import niqe
 from esrgan.metrics.perceptual import (
     PERCEPTUAL_METRICS,
@@ -18,16 +18,18 @@ from esrgan.metrics.perceptual import (
     perceptual_metrics,
     stlpips,
 )
-from esrgan.metrics.ycbcr import rgb_to_y
+from esrgan.metrics.ycbcr import rgb_to_cbcr, rgb_to_y
 
 __all__ = [
     "PERCEPTUAL_METRICS",
     "MetricUnavailable",
+    "chroma_error",
     "clear_cache",
     "lpips",
     "niqe",
     "perceptual_metrics",
     "psnr",
+    "rgb_to_cbcr",
     "rgb_to_y",
     "ssim",
     "stlpips",

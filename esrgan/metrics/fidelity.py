@@ -1,4 +1,5 @@
-"""Full-reference fidelity metrics, PSNR and SSIM, with the MATLAB/BasicSR conventions of SR papers.
+"""Full-reference fidelity metrics, PSNR and SSIM, with the MATLAB/BasicSR conventions of SR papers,
+and the mean chroma error that tells a colour cast apart from a luminance change.
 
 Both take RGB uint8 ``HxWx3`` images, remove ``crop_border`` pixels from every side (SR papers
 crop ``scale`` pixels), and compute in float64, by default on the BT.601 Y channel
@@ -14,7 +15,7 @@ import numpy as np
 from scipy.ndimage import correlate1d
 
 from esrgan.metrics._validation import check_pair, crop
-from esrgan.metrics.ycbcr import rgb_to_y
+from esrgan.metrics.ycbcr import rgb_to_cbcr, rgb_to_y
 
 PEAK = 255.0
 SSIM_WINDOW = 11
@@ -52,6 +53,18 @@ def psnr(sr: np.ndarray, hr: np.ndarray, crop_border: int, y_channel: bool = Tru
     if mse == 0.0:
         return math.inf
     return 10.0 * math.log10(PEAK**2 / mse)
+
+
+def chroma_error(sr: np.ndarray, hr: np.ndarray, crop_border: int) -> float:
+    """Mean absolute BT.601 chroma difference, ``(mean|dCb| + mean|dCr|) / 2``, on the 0-255 scale.
+
+    PSNR-Y is blind to colour and PSNR-RGB mixes colour with luminance; this number isolates a
+    colour cast (a GAN's typical failure): a uniform shift of ``d`` in Cb or Cr adds ``d / 2``.
+    Same conventions as :func:`psnr` (RGB uint8, ``crop_border`` removed, float64).
+    """
+    sr_arr, hr_arr = check_pair(sr, hr)
+    diff = rgb_to_cbcr(crop(sr_arr, crop_border, 1)) - rgb_to_cbcr(crop(hr_arr, crop_border, 1))
+    return float(np.mean(np.abs(diff)))
 
 
 def gaussian_window_1d(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np.ndarray:
