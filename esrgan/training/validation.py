@@ -52,6 +52,7 @@ class Validator:
     @torch.no_grad()
     def __call__(self, model: nn.Module, step: int) -> tuple[dict[str, float], list[Path]]:
         from esrgan.imageio import write_image
+        from esrgan.visualize import side_by_side
 
         try:
             from esrgan.metrics import psnr
@@ -71,7 +72,9 @@ class Validator:
             if i < self.num_samples:
                 c = min(self.sample_crop, h, w)
                 y, x = (h - c) // 2, (w - c) // 2
-                strip = np.concatenate([a[y : y + c, x : x + c] for a in (bicubic, sr, hr)], axis=1)
+                strip = side_by_side(
+                    [(n, a[y : y + c, x : x + c]) for n, a in (("bicubic", bicubic), ("SR", sr), ("HR", hr))]
+                )
                 paths.append(write_image(self.out_dir / "samples" / f"{step:08d}_{item['name']}.png", strip))
         model.train(was_training)
         metrics = {"psnr_y": float(np.mean(scores)), "psnr_y_bicubic": float(np.mean(baseline))}

@@ -7,35 +7,16 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import numpy as np
 
 from esrgan.evaluation import METRICS, evaluate_folder, write_report
 from esrgan.fileio import write_json
 from esrgan.imageio import read_image
-from esrgan.inference import upscale
 from esrgan.models import load_generator
+from esrgan.visualize import comparison
 from pipeline.steps.context import StepContext
 from pipeline.tracking import stage_run
 
-FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
-
-
-def comparison_strip(model: Any, hr_path: Path, scale: int, crop: int = 128) -> np.ndarray:
-    """LR (nearest) | bicubic | SR | HR crops of the centre of one validation image, side by side."""
-    from esrgan.data import imresize, mod_crop
-
-    hr = mod_crop(read_image(hr_path)[..., :3], scale)
-    h, w = hr.shape[:2]
-    c = min(crop, h, w) // scale * scale
-    y, x = (h - c) // 2 // scale * scale, (w - c) // 2 // scale * scale
-    hr_crop = hr[y : y + c, x : x + c]
-    lr = imresize(hr, 1 / scale)
-    lr_crop = lr[y // scale : (y + c) // scale, x // scale : (x + c) // scale]
-    sr_crop = upscale(model, lr)[y : y + c, x : x + c]
-    nearest = np.repeat(np.repeat(lr_crop, scale, axis=0), scale, axis=1)
-    bicubic = imresize(lr, scale)[y : y + c, x : x + c]
-    gap = np.full((c, 4, 3), 255, np.uint8)
-    return np.concatenate([nearest, gap, bicubic, gap, sr_crop, gap, hr_crop], axis=1)
+FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error")
 
 
 def evaluate_step(
@@ -72,5 +53,6 @@ def evaluate_step(
             )
             mlflow.log_artifact(str(report_file))
             first = sorted(hr_dir.iterdir())[0]
-            mlflow.log_image(comparison_strip(model, first, scale), f"samples/{first.stem}_lr_bicubic_sr_hr.png")
+            strip = comparison(read_image(first), {f"alpha {alpha:g}": model}, scale)
+            mlflow.log_image(strip, f"samples/{first.stem}_lr_bicubic_sr_hr.png")
     return report["model"]["mean"]
