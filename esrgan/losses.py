@@ -66,6 +66,23 @@ def pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     return F.l1_loss(sr.float(), hr.float())
 
 
+#: BT.601 chroma rows (MATLAB rgb2ycbcr's Cb and Cr, on [0, 1] RGB, scaled to [0, 1] units).
+_CBCR = torch.tensor([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]) / 255.0
+
+
+def chroma_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
+    """L1 between the BT.601 chroma (Cb, Cr) of SR and HR, per pixel, in float32.
+
+    Texture lives in luminance; chroma in natural photographs is smooth and fully determined by
+    the LR input at its resolution. Holding chroma to HR's costs the adversarial and perceptual
+    terms almost nothing, and stops the colour casts and over-saturation they otherwise buy (the
+    ST-LPIPS trunk's deep features *prefer* boosted saturation, see docs/gan-stage.md). Not part
+    of the paper's recipe (weight 0 there).
+    """
+    m = _CBCR.to(sr.device)
+    return F.l1_loss(torch.einsum("kc,nchw->nkhw", m, sr.float()), torch.einsum("kc,nchw->nkhw", m, hr.float()))
+
+
 class PerceptualLoss(nn.Module):
     """Weighted L1 distance between frozen VGG features (pre-activation) of SR and HR.
 
@@ -118,6 +135,12 @@ def generator_loss(
     w_percep: float = W_PERCEP,
     w_gan: float = W_GAN,
     w_pixel: float = W_PIXEL,
+    l_chroma: torch.Tensor | None = None,
+    w_chroma: float = 0.0,
 ) -> torch.Tensor:
-    """ESRGAN's generator objective ``w_percep * L_percep + w_gan * L_G^Ra + w_pixel * L_1``."""
-    return w_percep * l_percep + w_gan * l_gan + w_pixel * l_pixel
+    """ESRGAN's generator objective ``w_percep * L_percep + w_gan * L_G^Ra + w_pixel * L_1``,
+    plus ``w_chroma * L_chroma`` (:func:`chroma_loss`) when that term is given."""
+    total = w_percep * l_percep + w_gan * l_gan + w_pixel * l_pixel
+    if l_chroma is not None and w_chroma:
+        total = total + w_chroma * l_chroma
+    return total

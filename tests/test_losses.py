@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from esrgan.losses import (
     PerceptualLoss,
+    chroma_loss,
     generator_loss,
     pixel_loss,
     ra_discriminator_loss,
@@ -89,6 +90,26 @@ def test_pixel_and_total_loss() -> None:
     assert total.item() == pytest.approx(1.0 * 2 + 5e-3 * 3 + 1e-2 * 5)
     total = generator_loss(torch.tensor(2.0), torch.tensor(3.0), torch.tensor(5.0), w_percep=0.5, w_gan=1, w_pixel=0)
     assert total.item() == pytest.approx(4.0)
+
+
+def test_chroma_loss_charges_colour_but_not_luminance() -> None:
+    hr = torch.rand(2, 3, 8, 8) * 0.8 + 0.1
+    grey = hr + 0.05  # R = G = B shift: luminance only (BT.601 chroma rows sum to zero)
+    assert chroma_loss(grey, hr).item() == pytest.approx(0.0, abs=1e-6)
+    red = hr + torch.tensor([0.05, 0.0, 0.0]).view(1, 3, 1, 1)
+    # MATLAB rgb2ycbcr: dCb = -37.797/255 * dR, dCr = 112/255 * dR; L1 averages both channels.
+    assert chroma_loss(red, hr).item() == pytest.approx((37.797 + 112.0) / 255 * 0.05 / 2, rel=1e-5)
+    # Over-saturation (chroma scaled up around the luminance) is charged, proportionally.
+    y = (hr * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    sat1, sat2 = y + 1.1 * (hr - y), y + 1.2 * (hr - y)
+    assert chroma_loss(sat2, hr).item() == pytest.approx(2 * chroma_loss(sat1, hr).item(), rel=1e-4)
+
+
+def test_generator_loss_adds_the_chroma_term_only_when_weighted() -> None:
+    p, g, px, c = (torch.tensor(v) for v in (2.0, 3.0, 5.0, 7.0))
+    base = generator_loss(p, g, px).item()
+    assert generator_loss(p, g, px, l_chroma=c).item() == pytest.approx(base)  # weight 0: the paper's recipe
+    assert generator_loss(p, g, px, l_chroma=c, w_chroma=0.5).item() == pytest.approx(base + 3.5)
 
 
 def test_perceptual_loss_is_weighted_l1_of_frozen_features() -> None:

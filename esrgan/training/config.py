@@ -109,11 +109,18 @@ class PerceptualConfig(_Strict):
 
 
 class LossWeights(_Strict):
-    """``L_G = perceptual * L_percep + gan * L_G^Ra + pixel * L_1`` (paper: 1, 5e-3, 1e-2)."""
+    """``L_G = perceptual * L_percep + gan * L_G^Ra + pixel * L_1 + chroma * L_chroma``.
+
+    The paper's recipe is ``1, 5e-3, 1e-2, 0``. ``chroma`` weighs L1 between the BT.601 chroma
+    of SR and HR (:func:`esrgan.losses.chroma_loss`): it holds colour to HR's and leaves texture
+    (luminance) to the perceptual and adversarial terms. The offline CPU demo needs it because
+    its perceptual backbone rewards over-saturation (see docs/gan-stage.md).
+    """
 
     perceptual: float = Field(1.0, ge=0)
     gan: float = Field(5e-3, ge=0)
     pixel: float = Field(1e-2, ge=0)
+    chroma: float = Field(0.0, ge=0)
 
 
 class StageConfig(_Strict):

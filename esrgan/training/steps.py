@@ -13,7 +13,14 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 
-from esrgan.losses import PerceptualLoss, generator_loss, pixel_loss, ra_discriminator_terms, ra_generator_loss
+from esrgan.losses import (
+    PerceptualLoss,
+    chroma_loss,
+    generator_loss,
+    pixel_loss,
+    ra_discriminator_terms,
+    ra_generator_loss,
+)
 from esrgan.training.config import LossWeights
 
 
@@ -65,7 +72,7 @@ def generator_step(
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """Stage 2, G half: ``w_p * L_percep + w_g * L_G^Ra + w_1 * L_1`` with D's parameters frozen.
+    """Stage 2, G half: ``w_p * L_percep + w_g * L_G^Ra + w_1 * L_1 (+ w_c * L_chroma)``, D frozen.
 
     ``discriminator`` must be the plain module (not its DDP wrapper): D is not updated here, and
     a DDP wrapper would wait for gradients of parameters that do not require any. Its
@@ -82,10 +89,14 @@ def generator_step(
         real_logits = discriminator(hr).detach()
         fake_logits = discriminator(sr)
         l_gan = ra_generator_loss(real_logits, fake_logits)
-        l_total = generator_loss(l_percep, l_gan, l_pixel, weights.perceptual, weights.gan, weights.pixel)
+        l_chroma = chroma_loss(sr, hr) if weights.chroma else None
+        l_total = generator_loss(l_percep, l_gan, l_pixel, weights.perceptual, weights.gan, weights.pixel,
+                                 l_chroma, weights.chroma)  # fmt: skip
     optimizer_step(l_total, optimizer, scaler)
     discriminator.requires_grad_(True)
     losses = {"loss_g": l_total, "loss_pixel": l_pixel, "loss_percep": l_percep, "loss_gan": l_gan}
+    if l_chroma is not None:
+        losses["loss_chroma"] = l_chroma
     return sr.detach(), {k: v.detach() for k, v in losses.items()}
 
 
