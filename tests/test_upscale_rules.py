@@ -165,9 +165,13 @@ class _RunsCode:
         return (os.system, ("true",))
 
 
-def test_code_executing_pickle_is_refused_by_name(tmp_path, capsys) -> None:
+@pytest.mark.parametrize("layout", ["legacy pickle", "torch zip"])
+def test_code_executing_pickle_is_refused_by_name(tmp_path, capsys, layout) -> None:
     bad = tmp_path / "evil.pth"
-    bad.write_bytes(pickle.dumps({"params_ema": _RunsCode()}, protocol=2))
+    if layout == "torch zip":
+        torch.save({"params_ema": _RunsCode()}, bad)
+    else:
+        bad.write_bytes(pickle.dumps({"params_ema": _RunsCode()}, protocol=2))
     code, errors = run(capsys, "upscale", png(tmp_path / "x.png"), "-m", bad, "-o", tmp_path / "o")
     assert code == 2 and errors == [f"esrgan: error: {bad}: refused, loading it would run code (posix.system)"]
 

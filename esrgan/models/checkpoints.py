@@ -16,6 +16,7 @@ them is executed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -65,7 +66,7 @@ def read_state_file(path: str | os.PathLike[str]) -> Mapping[str, object]:
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         # torch's message advises retrying with the unsafe loader; ours says what the file would have done.
-        code = _pickle_imports(path) if pickled else []
+        code = _pickle_imports(path, zipped)
         if code:
             raise CheckpointError(f"{path}: refused, loading it would run code ({', '.join(code[:3])})") from None
         raise CheckpointError(f"{path}: refused, the pickle holds objects other than tensors and plain data") from None
@@ -73,15 +74,22 @@ def read_state_file(path: str | os.PathLike[str]) -> Mapping[str, object]:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
 
 
-def _pickle_imports(path: Path) -> list[str]:
-    """The callables a legacy pickle would import (read with ``pickletools``, which executes nothing),
-    except torch's own tensor rebuilders."""
+def _pickle_imports(path: Path, zipped: bool) -> list[str]:
+    """The callables a pickle (legacy file, or ``data.pkl`` in torch's zip) would import, read with
+    ``pickletools``, which executes nothing; torch's own names are left out."""
     import pickletools
+    import zipfile
 
     found: list[str] = []
     strings: list[str] = []
     try:
-        with open(path, "rb") as fh:
+        with contextlib.ExitStack() as stack:
+            if zipped:
+                archive = stack.enter_context(zipfile.ZipFile(path))
+                member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                fh = stack.enter_context(archive.open(member))
+            else:
+                fh = stack.enter_context(open(path, "rb"))
             for op, arg, _ in pickletools.genops(fh):
                 if isinstance(arg, str) and "UNICODE" in op.name:
                     strings = [*strings[-1:], arg]
@@ -91,7 +99,7 @@ def _pickle_imports(path: Path) -> list[str]:
                     found.append(".".join(strings))
                 if op.name == "STOP":
                     break
-    except (ValueError, EOFError):
+    except (ValueError, EOFError, StopIteration, OSError, zipfile.BadZipFile):
         pass  # the opcodes up to the damage are enough to name what it imports
     return [name for name in dict.fromkeys(found) if not name.startswith(("torch.", "collections.OrderedDict"))]
 
