@@ -35,6 +35,47 @@ def _png_bit_depth(path: Path) -> int | None:
     return head[24]
 
 
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: empty file")
+
+
+def _bomb(path: Path, exc: Exception) -> ImageReadError:
+    """Pillow refuses images past ``2 * Image.MAX_IMAGE_PIXELS`` before decoding (their header may lie)."""
+    return ImageReadError(f"{path}: refused, {str(exc).split(',')[0].lower()} (a decompression bomb?)")
+
+
+def image_info(path: str | os.PathLike[str]) -> tuple[int, int, int]:
+    """``(width, height, channels)`` of an image file from its header, without decoding the pixels.
+
+    ``channels`` is what ``read_image`` returns: 1 grey, 2 grey+alpha, 3 RGB, 4 RGBA.
+
+    Raises:
+        ImageReadError: missing, empty, non-image files and decompression bombs.
+    """
+    path = Path(path)
+    _check_file(path)
+    try:
+        with Image.open(path) as img:
+            width, height = img.size
+            mode = img.mode
+            if mode == "P":
+                channels = 4 if "transparency" in img.info else 3
+            elif mode in ("1", "L", "I", "F") or mode.startswith(("I;", "F;")):
+                channels = 1
+            else:
+                channels = {"LA": 2, "La": 2, "RGBA": 4, "RGBa": 4}.get(mode, 3)
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image") from None
+    except Image.DecompressionBombError as exc:
+        raise _bomb(path, exc) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: corrupt or truncated image ({str(exc).splitlines()[0]})") from None
+    return width, height, channels
+
+
 def read_image(path: str | os.PathLike[str]) -> np.ndarray:
     """Read an image as ``HxW`` (grey), ``HxWx2`` (grey+alpha), ``HxWx3`` (RGB) or ``HxWx4`` (RGBA).
 
@@ -44,10 +85,7 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         ImageReadError: missing, empty, truncated or non-image files.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no such file")
-    if path.stat().st_size == 0:
-        raise ImageReadError(f"{path}: empty file")
+    _check_file(path)
     if _png_bit_depth(path) == 16:
         import cv2
 
@@ -72,6 +110,8 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
             return np.array(img)
     except UnidentifiedImageError:
         raise ImageReadError(f"{path}: not an image") from None
+    except Image.DecompressionBombError as exc:
+        raise _bomb(path, exc) from None
     except (OSError, SyntaxError, ValueError) as exc:
         raise ImageReadError(f"{path}: corrupt or truncated image ({str(exc).splitlines()[0]})") from None
 

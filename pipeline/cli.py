@@ -36,10 +36,11 @@ def _user_error_types() -> tuple[type[BaseException], ...]:
     from esrgan.models import CheckpointError
     from esrgan.training import ConfigError
     from pipeline.params import ParamsError
+    from pipeline.upscale_files import UpscaleError
 
     return (
         UserError, CheckpointError, ImageReadError, FileNotFoundError, FileExistsError, NotADirectoryError,
-        ValidationError, ConfigError, ParamsError, DownloadError, SampleSourceError,
+        ValidationError, ConfigError, ParamsError, DownloadError, SampleSourceError, UpscaleError,
     )  # fmt: skip
 
 
@@ -51,11 +52,13 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument("--model", "-m", required=True, help="generator checkpoint (.pth/.safetensors) or models:/ URI")
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder")
-    p.add_argument("--tile", type=int, default=0, help="tile edge in input pixels; 0 = whole image (default)")
+    p.add_argument("--tile", type=int, default=None,
+                   help="tile edge in input pixels; 0 = whole image; default: planned from image size and free memory")  # fmt: skip
     p.add_argument("--tile-pad", type=int, default=None, help="context around each tile in input pixels")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default auto)")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
     p.add_argument("--suffix", default="_x{scale}", help="appended to each output file name (default _x{scale})")
+    p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.set_defaults(handler=_run_upscale)
 
 
@@ -71,6 +74,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
         suffix=args.suffix,
+        overwrite=args.overwrite,
     )
 
 

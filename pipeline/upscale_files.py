@@ -1,19 +1,43 @@
-"""Upscale files and folders on disk: what ``esrgan upscale`` does."""
+"""Upscale files and folders on disk: what ``esrgan upscale`` does.
+
+The rules a user can rely on (the README repeats them):
+
+* Every input ``dir/name.ext`` is written to ``OUTPUT/name<suffix>.png``; ``suffix`` is a template
+  whose only field is ``{scale}``, and it cannot contain a path separator, so nothing is written
+  outside ``OUTPUT``.
+* The whole run is planned before anything is written: two inputs that map to the same output
+  name, an output that would replace an input, and (without ``overwrite``) an output that already
+  exists all refuse the run with one line, exit status 2, nothing written.
+* Unreadable images and images that do not fit in memory are reported in one line each and
+  skipped; the rest are written and the exit status is 1.
+"""
 
 from __future__ import annotations
 
 import logging
+import os
+import string
 import sys
 from collections.abc import Iterable
 from pathlib import Path
 
 from tqdm import tqdm
 
-from esrgan.imageio import ImageReadError, is_image_path, read_image, write_image
-from esrgan.inference import DEFAULT_TILE_PAD, upscale
+from esrgan.imageio import ImageReadError, image_info, is_image_path, read_image, write_image
+from esrgan.inference import DEFAULT_TILE_PAD, InsufficientMemoryError, available_memory, plan_tile, upscale
 from esrgan.models import RRDBNet
 
 log = logging.getLogger(__name__)
+
+#: Exit statuses of ``upscale_files`` (and ``esrgan upscale``).
+EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+class UpscaleError(ValueError):
+    """A bad ``esrgan upscale`` invocation (device, output names, suffix); nothing was written.
+
+    The message is one line. Caught by the command line as a user error (exit status 2).
+    """
 
 
 def collect_inputs(inputs: Iterable[Path]) -> list[Path]:
@@ -28,14 +52,30 @@ def collect_inputs(inputs: Iterable[Path]) -> list[Path]:
 
 
 def resolve_device(name: str) -> str:
-    """``auto`` means CUDA when available, else CPU."""
+    """``auto`` means CUDA when available, else CPU; anything else must exist on this machine.
+
+    Raises:
+        UpscaleError: an unknown device type (``tpu``), or CUDA/MPS that this machine lacks.
+    """
     import torch
 
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine")
-    return name
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise UpscaleError(f"--device {name}: unknown device; use auto, cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise UpscaleError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise UpscaleError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise UpscaleError(f"--device {name}: MPS is not available on this machine; use --device cpu")
+    elif dev.type != "cpu":
+        raise UpscaleError(f"--device {name}: unsupported device type {dev.type!r}; use auto, cpu, cuda or mps")
+    return str(dev)
 
 
 def load_model_for_inference(model_ref: str, device: str = "auto") -> RRDBNet:
@@ -44,61 +84,167 @@ def load_model_for_inference(model_ref: str, device: str = "auto") -> RRDBNet:
 
     from esrgan.models import load_generator
 
+    dev = torch.device(resolve_device(device))  # before loading: a bad --device fails fast
     if model_ref.startswith(("models:/", "runs:/")):
         from pipeline.registry import load_registered_generator
 
         model = load_registered_generator(model_ref)
     else:
         model = load_generator(model_ref)
-    dev = torch.device(resolve_device(device))
     model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model.eval()
 
 
+def check_suffix(suffix: str) -> None:
+    """A suffix template may use ``{scale}`` only and must stay a plain file-name part.
+
+    Raises:
+        UpscaleError: a path separator, an unknown ``{field}``, unbalanced braces or a bad format spec.
+    """
+    seps = {"/", os.sep, os.altsep or "/", "\0"}
+    if any(sep in suffix for sep in seps):
+        raise UpscaleError(f"--suffix {suffix!r}: must not contain a path separator (outputs stay in -o)")
+    try:
+        fields = [field for _, field, _, _ in string.Formatter().parse(suffix) if field is not None]
+    except ValueError as exc:
+        raise UpscaleError(
+            f"--suffix {suffix!r}: not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+        ) from None
+    unknown = [f for f in fields if f != "scale"]
+    if unknown:
+        raise UpscaleError(f"--suffix {suffix!r}: unknown field {{{unknown[0]}}}; the only field is {{scale}}")
+    try:
+        suffix.format(scale=4)
+    except (ValueError, TypeError) as exc:
+        raise UpscaleError(f"--suffix {suffix!r}: bad format for {{scale}} ({exc})") from None
+
+
+def plan_outputs(files: list[Path], output_dir: Path, suffix: str, scale: int, overwrite: bool) -> list[Path]:
+    """Output path of every input, checked as a whole before anything is written.
+
+    Raises:
+        UpscaleError: two inputs share an output, an output would replace an input, or (without
+            ``overwrite``) outputs already exist; ``-o`` is not a folder.
+    """
+    check_suffix(suffix)
+    if output_dir.exists() and not output_dir.is_dir():
+        raise UpscaleError(f"-o {output_dir}: exists and is not a folder")
+    outputs = [output_dir / f"{path.stem}{suffix.format(scale=scale)}.png" for path in files]
+    root = output_dir.resolve()
+    seen: dict[str, Path] = {}
+    inputs = {os.path.normcase(p.resolve()): p for p in files}
+    for src, out in zip(files, outputs, strict=True):
+        if out.name in ("", ".", "..") or out.resolve().parent != root:
+            raise UpscaleError(f"{src}: output name {out.name!r} would leave {output_dir}")
+        key = os.path.normcase(out.resolve())
+        if key in seen and os.path.normcase(seen[key].resolve()) != os.path.normcase(src.resolve()):
+            raise UpscaleError(
+                f"{seen[key]} and {src} would both be written to {out}; "
+                "rename one or upscale them into different -o folders"
+            )
+        if key in inputs:
+            raise UpscaleError(
+                f"{src}: output {out} would overwrite the input {inputs[key]}; choose another -o or --suffix"
+            )
+        seen[key] = src
+    # The same input given twice (a file and its folder) is done once, not refused.
+    unique = list(dict.fromkeys(zip(files, outputs, strict=True)))
+    if not overwrite:
+        existing = [out for _, out in unique if out.exists() or out.is_symlink()]
+        if existing:
+            more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
+            raise UpscaleError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another -o")
+    return outputs
+
+
+def _place(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Move a finished file into place; without ``overwrite`` a file created meanwhile is kept."""
+    if overwrite:
+        os.replace(tmp, final)
+        return
+    try:
+        os.link(tmp, final)  # fails if ``final`` exists, atomically, unlike a rename
+    except FileExistsError:
+        raise ImageReadError(f"{final}: appeared while upscaling; kept it (pass --overwrite to replace)") from None
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _warm_up(model: RRDBNet) -> None:
+    """One tiny forward pass before planning: it starts the thread pool, whose stacks and
+    allocator arenas count against an address-space limit (``ulimit -v``) and must be in the plan."""
+    import torch
+
+    from esrgan.inference import upscale_tensor
+
+    upscale_tensor(model, torch.zeros(1, 3, 8, 8), precision="fp32")
+
+
 def upscale_files(
     inputs: Iterable[Path],
     model_ref: str,
     output_dir: Path,
-    tile: int = 0,
+    tile: int | None = None,
     tile_pad: int | None = None,
     device: str = "auto",
     precision: str = "auto",
     suffix: str = "_x{scale}",
+    overwrite: bool = False,
 ) -> int:
-    """Upscale every input image into ``output_dir`` as PNG.
+    """Upscale every input image into ``output_dir`` as PNG, following the rules in the module docstring.
 
-    Inputs are never overwritten: an output that would land on an input is an error for that
-    file. Unreadable files are reported in one line each and skipped.
+    Args:
+        tile: tile edge in input pixels; ``None`` plans it per image from its size and the free
+            memory (``esrgan.inference.plan_tile``), 0 forces the whole image at once.
 
     Returns:
-        0 when every file succeeded, 1 when any failed.
+        ``EXIT_OK`` when every file succeeded, ``EXIT_SOME_FAILED`` when any was skipped.
+
+    Raises:
+        UpscaleError, CheckpointError, FileNotFoundError: the run cannot start; nothing was written.
     """
+    check_suffix(suffix)  # before the (slow) model load
     files = collect_inputs(inputs)
     if not files:
         raise FileNotFoundError("no input images found")
+    if tile is not None and tile < 0:
+        raise UpscaleError(f"--tile {tile}: must be 0 (whole image) or a positive number of pixels")
+    pad = DEFAULT_TILE_PAD if tile_pad is None else tile_pad
+    if pad < 0:
+        raise UpscaleError(f"--tile-pad {pad}: must not be negative")
     model = load_model_for_inference(model_ref, device)
-    input_set = {p.resolve() for p in files}
+    plan = list(dict.fromkeys(zip(files, plan_outputs(files, output_dir, suffix, model.scale, overwrite), strict=True)))
+    _warm_up(model)
+    log.debug("memory available for upscaling: %d MiB", available_memory(next(model.parameters()).device) >> 20)
     failed = 0
-    for path in tqdm(files, desc="upscale", unit="img", disable=None):
-        out_path = output_dir / f"{path.stem}{suffix.format(scale=model.scale)}.png"
-        if out_path.resolve() in input_set:
-            print(f"esrgan: error: {path}: output {out_path} would overwrite an input; skipped", file=sys.stderr)
-            failed += 1
-            continue
+    for path, out_path in tqdm(plan, desc="upscale", unit="img", disable=None):
         try:
+            width, height, channels = image_info(path)
+            use_tile = plan_tile(model, height, width, tile=tile, tile_pad=pad, channels=channels)
+            if use_tile and tile is None:
+                log.info("%s: %dx%d planned in %d-pixel tiles to fit in memory", path, width, height, use_tile)
             image = read_image(path)
-            result = upscale(
-                model,
-                image,
-                tile=tile,
-                tile_pad=DEFAULT_TILE_PAD if tile_pad is None else tile_pad,
-                precision=precision,
-            )  # type: ignore[arg-type]
-            write_image(out_path, result)
-        except (ImageReadError, ValueError) as exc:
-            print(f"esrgan: error: {exc}", file=sys.stderr)
+            result = upscale(model, image, tile=use_tile, tile_pad=pad, precision=precision)  # type: ignore[arg-type]
+            del image
+            out_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = write_image(out_path.with_name(f".{out_path.stem}.{os.getpid()}.partial.png"), result)
+            del result
+            _place(tmp, out_path, overwrite)
+        except InsufficientMemoryError as exc:
+            print(f"esrgan: error: {path}: {exc}", file=sys.stderr)
             failed += 1
-    log.info("upscaled %d of %d images into %s", len(files) - failed, len(files), output_dir)
-    return 1 if failed else 0
+        except (ImageReadError, FloatingPointError, ValueError) as exc:
+            print(f"esrgan: error: {exc if str(path) in str(exc) else f'{path}: {exc}'}", file=sys.stderr)
+            failed += 1
+        except (MemoryError, RuntimeError) as exc:
+            if not isinstance(exc, MemoryError) and "alloc" not in str(exc) and "out of memory" not in str(exc):
+                raise
+            print(
+                f"esrgan: error: {path}: ran out of memory (the estimate was too low); retry with a smaller --tile",
+                file=sys.stderr,
+            )
+            failed += 1
+    log.info("upscaled %d of %d images into %s", len(plan) - failed, len(plan), output_dir)
+    return EXIT_SOME_FAILED if failed else EXIT_OK

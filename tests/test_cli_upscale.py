@@ -56,8 +56,8 @@ def test_never_overwrites_an_input(model_file: Path, tmp_path: Path) -> None:
     original = np.full((6, 6, 3), 7, np.uint8)
     Image.fromarray(original).save(img)
     # Output folder == input folder and the suffix makes the output name equal to the input's.
-    result = run_cli("upscale", img, "--model", model_file, "-o", tmp_path, "--suffix", "")
-    assert result.returncode == 1 and "would overwrite an input" in result.stderr
+    result = run_cli("upscale", img, "--model", model_file, "-o", tmp_path, "--suffix", "", "--overwrite")
+    assert result.returncode == 2 and "would overwrite the input" in result.stderr
     assert np.array_equal(np.asarray(Image.open(img)), original)
 
 

@@ -16,6 +16,7 @@ them is executed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import re
@@ -52,19 +53,62 @@ def read_state_file(path: str | os.PathLike[str]) -> Mapping[str, object]:
             return load_file(str(path), device="cpu")
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if not head:
+        raise CheckpointError(f"{path}: empty file")
+    zipped, pickled = head == b"PK\x03\x04", head[:1] == b"\x80"  # torch.save's zip archive, legacy pickle
+    if not (zipped or pickled):
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (neither a zip archive nor a pickle, starts {head!r})")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path}: refused, the file needs code execution to load (weights_only): {_first_line(exc)}"
-        ) from None
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our one line
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        # torch's message advises retrying with the unsafe loader; ours says what the file would have done.
+        code = _pickle_imports(path, zipped)
+        if code:
+            raise CheckpointError(f"{path}: refused, loading it would run code ({', '.join(code[:3])})") from None
+        raise CheckpointError(f"{path}: refused, the pickle holds objects other than tensors and plain data") from None
     except (RuntimeError, EOFError, OSError, ValueError) as exc:
         raise CheckpointError(f"{path}: not a readable PyTorch checkpoint ({_first_line(exc)})") from None
 
 
+def _pickle_imports(path: Path, zipped: bool) -> list[str]:
+    """The callables a pickle (legacy file, or ``data.pkl`` in torch's zip) would import, read with
+    ``pickletools``, which executes nothing; torch's own names are left out."""
+    import pickletools
+    import zipfile
+
+    found: list[str] = []
+    strings: list[str] = []
+    try:
+        with contextlib.ExitStack() as stack:
+            if zipped:
+                archive = stack.enter_context(zipfile.ZipFile(path))
+                member = next(n for n in archive.namelist() if n.endswith("data.pkl"))
+                fh = stack.enter_context(archive.open(member))
+            else:
+                fh = stack.enter_context(open(path, "rb"))
+            for op, arg, _ in pickletools.genops(fh):
+                if isinstance(arg, str) and "UNICODE" in op.name:
+                    strings = [*strings[-1:], arg]
+                elif op.name == "GLOBAL" and isinstance(arg, str):
+                    found.append(arg.replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) == 2:
+                    found.append(".".join(strings))
+                if op.name == "STOP":
+                    break
+    except (ValueError, EOFError, StopIteration, OSError, zipfile.BadZipFile):
+        pass  # the opcodes up to the damage are enough to name what it imports
+    return [name for name in dict.fromkeys(found) if not name.startswith(("torch.", "collections.OrderedDict"))]
+
+
 def _first_line(exc: BaseException) -> str:
+    """The first line of an exception's message; never torch's advice to load with ``weights_only`` off."""
     text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    line = text.splitlines()[0].split(". ")[0] if text else type(exc).__name__
+    return type(exc).__name__ if "weights_only" in line else line
 
 
 def unwrap_state_dict(obj: Mapping[str, object], origin: str = "state dict") -> StateDict:
@@ -179,6 +223,43 @@ def _describe(state: Mapping[str, object]) -> str:
     return f"{len(state)} tensors, keys like {_sample_keys(state, 3)}"
 
 
+def _names(keys: list[str], n: int = 8) -> str:
+    """Key names in full (never cut), the first ``n`` of them."""
+    return ", ".join(keys[:n]) + (f" and {len(keys) - n} more" if len(keys) > n else "")
+
+
+def _check_fit(model: RRDBNet, state: StateDict, strict: bool) -> None:
+    """Missing, unexpected and mis-shaped tensors, each named in full, in one line."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [
+        f"{k} {tuple(v.shape)} (expected {tuple(expected[k].shape)})"
+        for k, v in state.items()
+        if k in expected and v.shape != expected[k].shape
+    ]
+    problems = []
+    if missing and strict:
+        problems.append(f"missing {_names(missing)}")
+    if unexpected and strict:
+        problems.append(f"unexpected {_names(unexpected)}")
+    if shapes:
+        problems.append(f"wrong shape {_names(shapes, 3)}")
+    if problems:
+        c = model.config
+        raise CheckpointError(
+            f"tensors do not fit an RRDBNet (x{c['scale']}, {c['num_block']} blocks, {c['num_feat']} features): "
+            + "; ".join(problems)
+        )
+
+
+def _check_finite(state: StateDict) -> None:
+    """NaN or infinite weights make every output pixel NaN: refuse them at load, not mid-image."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise CheckpointError(f"weights are not finite (NaN or infinity) in {_names(bad, 3)}")
+
+
 def load_generator(source: str | os.PathLike[str] | Mapping[str, object], strict: bool = True) -> RRDBNet:
     """Build an ``RRDBNet`` from a checkpoint file or state dict of any supported layout.
 
@@ -199,6 +280,8 @@ def load_generator(source: str | os.PathLike[str] | Mapping[str, object], strict
         config = infer_config(state)
         model = RRDBNet(**config)
         state = {k: v.float() for k, v in state.items()}
+        _check_fit(model, state, strict)
+        _check_finite(state)
         model.load_state_dict(state, strict=strict)
     except CheckpointError as exc:
         msg = str(exc)
