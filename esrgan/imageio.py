@@ -12,13 +12,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from esrgan.errors import EsrganError
 from esrgan.fileio import atomic_write
 
 #: File suffixes treated as images when a folder is given.
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class ImageReadError(ValueError):
+class ImageReadError(EsrganError, ValueError):
     """An unreadable image; the message is one line naming the file."""
 
 

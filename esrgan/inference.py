@@ -30,6 +30,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from esrgan.errors import EsrganError
+
 log = logging.getLogger(__name__)
 
 Precision = Literal["auto", "fp32", "fp16", "bf16"]
@@ -50,7 +52,7 @@ MEMORY_HEADROOM = 0.85
 FIXED_OVERHEAD = 128 << 20
 
 
-class InsufficientMemoryError(MemoryError):
+class InsufficientMemoryError(EsrganError, MemoryError):
     """An image (or a requested tile) that cannot be upscaled in the memory available; one line."""
 
 

@@ -52,6 +52,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from esrgan.errors import EsrganError
+
 #: torchvision's ImageNet VGG19 weights (``VGG19_Weights.IMAGENET1K_V1``).
 VGG19_IMAGENET_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
 VGG19_IMAGENET_FILE = "vgg19-dcbb9e9d.pth"
@@ -89,7 +91,7 @@ STLPIPS_VGG16_RELATIVE_PATH = "weights/vST0.0/vgg_shift_tolerant.pth"
 BACKBONES = ("vgg19-imagenet", "stlpips-vgg16", "random")
 
 
-class BackboneUnavailableError(RuntimeError):
+class BackboneUnavailableError(EsrganError, RuntimeError):
     """The requested perceptual backbone's weights are not available; the message is one line."""
 
 

@@ -2,6 +2,11 @@
 
 Every sub-command parses arguments, calls one library or step function, and turns the known
 error types into a one-line message and a non-zero exit status. No logic lives here.
+
+Exit status: 0 success; 1 some items of a batch failed (``upscale``); 2 a user error (bad
+parameters, bad input files, unreachable tracking server: one ``esrgan: error:`` line per
+problem, no traceback); 130 interrupted; ``PREEMPTED_EXIT_CODE`` a training run was preempted
+and resumes when re-run. Anything else is a bug and shows its traceback.
 """
 
 from __future__ import annotations
@@ -12,15 +17,17 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from pipeline.errors import EXIT_USER_ERROR, PipelineError
+
 log = logging.getLogger("esrgan")
 
 #: Exit status for bad input (unreadable model, missing file); 1 means "some items failed".
-EXIT_BAD_INPUT = 2
+EXIT_BAD_INPUT = EXIT_USER_ERROR
 
 Handler = Callable[[argparse.Namespace], int]
 
 
-class UserError(Exception):
+class UserError(PipelineError):
     """An error caused by the user's input; printed as one line without a traceback."""
 
 
@@ -29,19 +36,27 @@ def _error(message: str) -> None:
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
+    # Two families: the core library's (esrgan.errors) and the pipeline's (pipeline.errors);
+    # plus the standard errors a user's path causes and a schema validation error.
     from pydantic import ValidationError
 
-    from esrgan.data import DownloadError, SampleSourceError
-    from esrgan.imageio import ImageReadError
-    from esrgan.models import CheckpointError
-    from esrgan.training import ConfigError
-    from pipeline.params import ParamsError
-    from pipeline.upscale_files import UpscaleError
+    from esrgan.errors import EsrganError
 
-    return (
-        UserError, CheckpointError, ImageReadError, FileNotFoundError, FileExistsError, NotADirectoryError,
-        ValidationError, ConfigError, ParamsError, DownloadError, SampleSourceError, UpscaleError,
-    )  # fmt: skip
+    return (PipelineError, EsrganError, FileNotFoundError, FileExistsError, NotADirectoryError, ValidationError)
+
+
+def _error_lines(exc: BaseException) -> list[str]:
+    """Every problem of a multi-problem error, one line each; else the first line of the message."""
+    from pydantic import ValidationError
+
+    if isinstance(exc, ValidationError):
+        return [f"{'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg']}" for e in exc.errors()]
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return [type(exc).__name__]
+    from esrgan.training import ConfigError
+
+    return lines if isinstance(exc, (PipelineError, ConfigError)) else lines[:1]
 
 
 # --- upscale -----------------------------------------------------------------------------------
@@ -241,8 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args))
     except _user_error_types() as exc:
-        _error(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
-        return EXIT_BAD_INPUT
+        for line in _error_lines(exc):
+            _error(line)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         _error("interrupted")
         return 130

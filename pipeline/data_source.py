@@ -18,11 +18,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from esrgan.data.layout import TRAIN_DIR, VAL_DIR
+from pipeline.errors import PipelineError
 
 Kind = Literal["dvc", "s3", "local"]
 
 
-class DataSourceError(ValueError):
+class DataSourceError(PipelineError, ValueError):
     """The source is misconfigured or does not hold a ``train``/``val`` dataset."""
 
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from pipeline.params import load_params
+from pipeline.tracking import check_reachable
 from pipeline.workspace import sample
 
 
@@ -48,7 +49,9 @@ def run_main_job(root: Path, profile: str | None = None) -> int:
         src = root / "configs" / f"params.{profile}.yaml"
         shutil.copyfile(src, root / "params.yaml")
         print(f"==> params.yaml now holds the {profile!r} profile ({src.relative_to(root)})")
-    params = load_params(root / "params.yaml")  # fail fast on a bad params.yaml
+    # Fail fast, before data or outputs are touched: the whole params.yaml, then the tracking server.
+    params = load_params(root / "params.yaml")
+    check_reachable(os.environ.get("MLFLOW_TRACKING_URI", ""))
     data_dir = root / params.data.path
     print(f"==> HR dataset: {ensure_data(root, data_dir)} ({data_dir.relative_to(root)})")
     start = time.perf_counter()

@@ -1,7 +1,13 @@
 """The one configuration schema of the pipeline: ``params.yaml``, the CLI and the KFP parameters.
 
 Each top-level section belongs to one stage (as in DVC's example-get-started) and is validated
-by the model of the library that consumes it, so a typo fails before any work starts.
+by the model of the library that consumes it, so a typo fails before any work starts. Every
+model forbids unknown keys. :func:`parse_params` also checks what no single section can (scales
+agree, the champion rule fits the sweep and the evaluated metrics) and lists *every* problem, one
+line each, in one :class:`ParamsError`: a user fixes the file once, not once per run.
+
+To add a parameter: add the field to the section's model (``extra="forbid"`` comes with it); add a
+cross-field check to :func:`cross_field_problems` only if it relates two sections.
 """
 
 from __future__ import annotations
@@ -22,10 +28,17 @@ from esrgan.training.config import (
     RuntimeConfig,
     TrainConfig,
 )
+from pipeline.errors import ParamsError
 
+__all__ = ["METRIC_DIRECTION", "ParamsError", "PipelineParams", "cross_field_problems", "load_params", "parse_params"]
 
-class ParamsError(ValueError):
-    """Invalid ``params.yaml``; one line per problem, each naming the file and the key."""
+#: Report metrics the champion rule can use, and which way is better ("min": lower is better).
+METRIC_DIRECTION: dict[str, Literal["min", "max"]] = {
+    "niqe": "min", "lpips_alex": "min", "stlpips_alex": "min", "stlpips_vgg": "min",
+    "psnr_y": "max", "ssim_y": "max", "psnr_rgb": "max",
+}  # fmt: skip
+#: Metrics ``evaluate`` computes with ``perceptual: false``.
+FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
 
 
 class _Strict(BaseModel):
@@ -79,7 +92,10 @@ class SelectionParams(_Strict):
     """
 
     rule: Literal["best_perceptual_within_margin", "fixed"] = "best_perceptual_within_margin"
-    metric: str = Field("niqe", description="lower-is-better metric key of the evaluation report")
+    # The direction comes from METRIC_DIRECTION (psnr_y: higher is better, niqe: lower), never assumed.
+    metric: Literal["niqe", "lpips_alex", "stlpips_alex", "stlpips_vgg", "psnr_y", "ssim_y", "psnr_rgb"] = Field(
+        "niqe", description="evaluation-report metric that ranks the eligible alphas (direction: METRIC_DIRECTION)"
+    )
     psnr_margin_db: float = Field(1.0, ge=0)
     alpha: float | None = Field(None, ge=0, le=1)
 
@@ -133,25 +149,97 @@ class PipelineParams(_Strict):
         return getattr(self, "registration" if name == "register" else name).model_dump(mode="json")
 
 
-def _format(exc: ValidationError, origin: str) -> str:
-    return "; ".join(
-        f"{origin}: {'.'.join(map(str, e['loc'])) or '(top level)'}: {e['msg'].removeprefix('Value error, ')}"
-        for e in exc.errors()
-    )
+def _loc(loc: tuple[Any, ...]) -> str:
+    return ".".join("register" if part == "registration" else str(part) for part in loc) or "(top level)"
+
+
+def _field_problems(exc: ValidationError) -> list[str]:
+    out = []
+    for e in exc.errors():
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key (not a parameter here; check the spelling)"
+        out.append(f"{_loc(e['loc'])}: {msg}")
+    return out
+
+
+def _get(data: Any, dotted: str, default: Any = None) -> Any:
+    node = data
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return default
+        node = node[part]
+    return node
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def cross_field_problems(data: dict[str, Any]) -> list[str]:
+    """Contradictions between sections, read from the raw document (so they are reported even
+    when a field of another section is invalid). Absent keys take the schema's defaults."""
+    problems = []
+    defaults = {"model.scale": 4, "extract_patches.scale": 4}
+    model_scale = _get(data, "model.scale", defaults["model.scale"])
+    extract_scale = _get(data, "extract_patches.scale", defaults["extract_patches.scale"])
+    if model_scale != extract_scale:
+        problems.append(
+            f"extract_patches.scale ({extract_scale}) differs from model.scale ({model_scale}): "
+            "the patches must be cut for the scale the generator is trained for"
+        )
+    alphas = _get(data, "interpolate.alphas", InterpolateParams().alphas)
+    numbers = [_number(a) for a in alphas] if isinstance(alphas, list) else []
+    selection = _get(data, "register.selection", {})
+    selection = selection if isinstance(selection, dict) else {}
+    rule = selection.get("rule", "best_perceptual_within_margin")
+    alpha = selection.get("alpha")
+    if rule == "fixed":
+        if alpha is None:
+            problems.append("register.selection.alpha: rule 'fixed' needs an alpha (one of interpolate.alphas)")
+        elif (
+            _number(alpha) is not None
+            and numbers
+            and not any(n is not None and abs(n - float(alpha)) < 1e-9 for n in numbers)
+        ):
+            problems.append(
+                f"register.selection.alpha ({alpha}) is not among interpolate.alphas {alphas}: "
+                "a fixed champion must be one of the swept alphas"
+            )
+    elif alpha is not None:
+        problems.append(f"register.selection.alpha ({alpha}) is set but only rule 'fixed' uses it; set it to null")
+    metric = selection.get("metric", "niqe")
+    if (
+        _get(data, "evaluate.perceptual", True) is False
+        and metric in METRIC_DIRECTION
+        and (metric not in FIDELITY_METRICS)
+    ):
+        problems.append(
+            f"register.selection.metric ({metric}) is not computed with evaluate.perceptual: false; "
+            f"use one of {', '.join(FIDELITY_METRICS)} or enable evaluate.perceptual"
+        )
+    return problems
 
 
 def parse_params(data: Any, origin: str = "params") -> PipelineParams:
-    """Validate a mapping into :class:`PipelineParams`."""
+    """Validate a whole ``params.yaml`` document; :class:`ParamsError` lists every problem, one per line."""
     if not isinstance(data, dict):
         raise ParamsError(f"{origin}: expected a mapping at the top level")
+    problems: list[str] = []
+    params = None
     try:
-        return PipelineParams.model_validate(data)
+        params = PipelineParams.model_validate(data)
     except ValidationError as exc:
-        raise ParamsError(_format(exc, origin)) from None
+        problems += _field_problems(exc)
+    problems += cross_field_problems(data)
+    if problems:
+        raise ParamsError([f"{origin}: {p}" for p in problems])
+    assert params is not None
+    return params
 
 
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> PipelineParams:
-    """Read and validate ``params.yaml``."""
+    """Read and validate ``params.yaml`` (see :func:`parse_params`)."""
     path = Path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))

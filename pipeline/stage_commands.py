@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from pipeline.errors import ParamsError
 from pipeline.steps.context import StepContext
 
 
@@ -23,37 +24,42 @@ def _print(data: object) -> int:
 
 
 def _extract(args: argparse.Namespace) -> int:
-    from pipeline.steps import extract_patches_step
+    from pipeline.steps.extract import extract_patches_step
 
     return _print(extract_patches_step(_ctx(args), args.data, args.out, args.metrics))
 
 
 def _psnr(args: argparse.Namespace) -> int:
-    from pipeline.steps import pretrain_psnr_step
+    from pipeline.steps.train import pretrain_psnr_step
 
     return _print(pretrain_psnr_step(_ctx(args), args.patches, args.run_dir, args.model_out, args.metrics))
 
 
 def _gan(args: argparse.Namespace) -> int:
-    from pipeline.steps import finetune_gan_step
+    from pipeline.steps.train import finetune_gan_step
 
     return _print(finetune_gan_step(_ctx(args), args.patches, args.init, args.run_dir, args.model_out, args.metrics))
 
 
 def _interpolate(args: argparse.Namespace) -> int:
-    from pipeline.steps import interpolate_step
+    from pipeline.params import load_params
+    from pipeline.steps.interpolate import interpolate_step
 
+    # No MLflow here, but the same rule as every stage: the whole params.yaml is valid first.
+    alphas = load_params(Path.cwd() / args.params).interpolate.alphas
+    if not any(abs(args.alpha - a) < 1e-9 for a in alphas):
+        raise ParamsError(f"--alpha {args.alpha:g} is not in {args.params}'s interpolate.alphas {alphas}")
     return _print({"path": str(interpolate_step(args.psnr, args.gan, args.alpha, args.out))})
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from pipeline.steps import evaluate_step
+    from pipeline.steps.evaluate import evaluate_step
 
     return _print(evaluate_step(_ctx(args), args.model, args.alpha, args.val, args.report, args.metrics))
 
 
 def _register(args: argparse.Namespace) -> int:
-    from pipeline.steps import register_step
+    from pipeline.steps.register import register_step
 
     ctx = _ctx(args)
     alphas = ctx.params.interpolate.alphas

@@ -8,6 +8,12 @@ KFP) sets it, else a hash of the git commit, ``params.yaml`` and ``data.dvc``.
 Tracking URI: ``MLFLOW_TRACKING_URI`` when set, else ``sqlite:///<project>/mlflow.db`` with
 artifacts in ``<project>/mlruns``. Credentials are never logged: params come only from the
 validated configuration.
+
+Failures: an HTTP tracking server is probed once with a short timeout before any MLflow call
+(MLflow's client retries for minutes); a stage's run ends ``FAILED`` on an error and ``KILLED``
+on SIGTERM, Ctrl-C or preemption; a run left ``RUNNING`` by a process that could not clean up
+(SIGKILL) is closed as ``KILLED`` by the next attempt of the stage, and a new parent run closes
+the parents of superseded executions, so orphans do not accumulate.
 """
 
 from __future__ import annotations
@@ -16,7 +22,12 @@ import contextlib
 import hashlib
 import logging
 import os
+import signal
 import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,12 +38,16 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from esrgan.training.callbacks import Callbacks
+from pipeline.errors import TrackingUnavailable
 
 log = logging.getLogger(__name__)
 
 PARENT_RUN_ENV = "ESRGAN_PIPELINE_RUN_ID"
 TAG_KEY = "esrgan.pipeline_key"
 TAG_STAGE = "esrgan.stage"
+TAG_LAUNCHER = "esrgan.launcher"
+#: Seconds the up-front probe of an HTTP tracking server may take.
+CONNECT_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -44,9 +59,36 @@ class Tracking:
     params_file: Path | None = None
 
 
+def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Fail within about ``timeout`` seconds when an HTTP(S) tracking server does not answer.
+
+    Any HTTP answer counts (an auth proxy's 401 too): only "nobody there" is refused, with one
+    line naming the URI. Non-HTTP stores (sqlite, file) need no probe.
+    """
+    if not uri.startswith(("http://", "https://")):
+        return
+    start = time.monotonic()
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise TrackingUnavailable(
+            f"MLflow tracking server {uri} is unreachable ({reason}; gave up after "
+            f"{time.monotonic() - start:.1f} s): start it, or unset MLFLOW_TRACKING_URI to use ./mlflow.db"
+        ) from None
+
+
 def configure(root: Path, experiment: str, params_file: Path | None = None) -> Tracking:
-    """Point MLflow at the configured server (or the embedded default) and experiment."""
+    """Point MLflow at the configured server (or the embedded default) and experiment.
+
+    Raises:
+        TrackingUnavailable: ``MLFLOW_TRACKING_URI`` names an HTTP server that does not answer.
+    """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         location = None
@@ -97,7 +139,11 @@ def pipeline_key(tags: Mapping[str, str]) -> str:
 
 
 def parent_run_id(tracking: Tracking, run_name: str = "pipeline") -> str:
-    """The parent run of this pipeline execution: from the environment, found by key, or created."""
+    """The parent run of this pipeline execution: from the environment, found by key, or created.
+
+    A new parent closes (``KILLED``) the ``RUNNING`` parents of earlier DVC executions with
+    another key: a failed or abandoned execution leaves them, and nothing else would end them.
+    """
     if run_id := os.environ.get(PARENT_RUN_ENV):
         return run_id
     tags = provenance_tags(tracking.root, tracking.params_file)
@@ -111,19 +157,102 @@ def parent_run_id(tracking: Tracking, run_name: str = "pipeline") -> str:
     if found:
         return found[0].info.run_id
     run = MlflowClient().create_run(tracking.experiment_id, run_name=run_name, tags={**tags, TAG_KEY: key})
+    close_orphaned_parents(tracking, keep=run.info.run_id)
     return run.info.run_id
+
+
+def close_orphaned_parents(tracking: Tracking, keep: str) -> list[str]:
+    """Mark ``RUNNING`` DVC parent runs other than ``keep`` (and their running children) ``KILLED``.
+
+    Kubeflow parents (tag ``esrgan.launcher``) are left alone: several executions may run at once.
+    Returns the ids closed.
+    """
+    client = MlflowClient()
+    closed = []
+    running = mlflow.search_runs(
+        [tracking.experiment_id], filter_string="attributes.status = 'RUNNING'", output_format="list"
+    )
+    for run in running:
+        tags = run.data.tags
+        if run.info.run_id == keep or TAG_KEY not in tags or TAG_LAUNCHER in tags:
+            continue
+        _kill(client, run.info.run_id, f"superseded by pipeline run {keep}")
+        for child in running:
+            if child.data.tags.get("mlflow.parentRunId") == run.info.run_id:
+                _kill(client, child.info.run_id, f"its pipeline run {run.info.run_id} was superseded")
+        closed.append(run.info.run_id)
+    return closed
+
+
+def _kill(client: MlflowClient, run_id: str, reason: str) -> None:
+    client.set_tag(run_id, "esrgan.closed_because", reason)
+    client.set_terminated(run_id, RunStatus.to_string(RunStatus.KILLED))
+
+
+class StageTerminated(KeyboardInterrupt):
+    """SIGTERM arrived during a stage: unwinds like Ctrl-C so the run is closed as ``KILLED``."""
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """Turn SIGTERM into :class:`StageTerminated` meanwhile (main thread, default handler only;
+    the training loop installs its own, which checkpoints first and raises ``TrainingPreempted``)."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) not in (
+        signal.SIG_DFL,
+        None,
+    ):
+        yield
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise StageTerminated(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _is_kill(exc: BaseException) -> bool:
+    from esrgan.training import TrainingPreempted
+
+    return isinstance(exc, (KeyboardInterrupt, SystemExit, TrainingPreempted))
 
 
 @contextlib.contextmanager
 def stage_run(
     tracking: Tracking, stage: str, params: Mapping[str, Any], run_name: str | None = None
 ) -> Iterator[mlflow.ActiveRun]:
-    """A child run for one stage under this execution's parent run, with params and provenance."""
+    """A child run for one stage under this execution's parent run, with params and provenance.
+
+    The run ends ``FINISHED``, ``FAILED`` (an exception) or ``KILLED`` (SIGTERM, Ctrl-C,
+    preemption). A ``RUNNING`` run of the same name under the same parent is a dead earlier
+    attempt of this very stage (DVC runs one stage at a time; KFP retries after the pod died):
+    it is closed as ``KILLED`` first.
+    """
     parent = parent_run_id(tracking)
+    name = run_name or stage
+    client = MlflowClient()
+    for stale in mlflow.search_runs(
+        [tracking.experiment_id],
+        filter_string=f"tags.`mlflow.parentRunId` = '{parent}' and attributes.status = 'RUNNING'",
+        output_format="list",
+    ):
+        if stale.info.run_name == name:
+            _kill(client, stale.info.run_id, "a later attempt of the same stage started")
     tags = {**provenance_tags(tracking.root, tracking.params_file), TAG_STAGE: stage, "mlflow.parentRunId": parent}
-    with mlflow.start_run(experiment_id=tracking.experiment_id, run_name=run_name or stage, tags=tags) as run:
-        mlflow.log_params(flatten(params))
-        yield run
+    run = mlflow.start_run(experiment_id=tracking.experiment_id, run_name=name, tags=tags)
+    status = RunStatus.FINISHED
+    try:
+        with _sigterm_unwinds():
+            mlflow.log_params(flatten(params))
+            yield run
+    except BaseException as exc:
+        status = RunStatus.KILLED if _is_kill(exc) else RunStatus.FAILED
+        raise
+    finally:
+        mlflow.end_run(RunStatus.to_string(status))
 
 
 def finish_parent(tracking: Tracking) -> str:

@@ -26,6 +26,7 @@ from tqdm import tqdm
 from esrgan.imageio import ImageReadError, image_info, is_image_path, read_image, write_image
 from esrgan.inference import DEFAULT_TILE_PAD, InsufficientMemoryError, available_memory, plan_tile, upscale
 from esrgan.models import RRDBNet
+from pipeline.errors import PipelineError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 EXIT_OK, EXIT_SOME_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
 
-class UpscaleError(ValueError):
+class UpscaleError(PipelineError, ValueError):
     """A bad ``esrgan upscale`` invocation (device, output names, suffix); nothing was written.
 
     The message is one line. Caught by the command line as a user error (exit status 2).

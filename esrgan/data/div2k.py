@@ -20,6 +20,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from esrgan.data.layout import TRAIN_DIR, VAL_DIR
+from esrgan.errors import EsrganError
 from esrgan.fileio import atomic_write
 
 DIV2K_BASE_URL = "https://data.vision.ee.ethz.ch/cvl/DIV2K/"
@@ -30,7 +31,7 @@ DIV2K_ARCHIVES: dict[str, tuple[str, str, str]] = {
 }
 
 
-class DownloadError(RuntimeError):
+class DownloadError(EsrganError, RuntimeError):
     """A download failed (offline, HTTP error) or its checksum did not match; one line."""
 
 

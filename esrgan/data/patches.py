@@ -180,7 +180,8 @@ def _run(hr_dir: Path, out_dir: Path, cfg: ExtractConfig, whole: bool, overwrite
     summary = {
         "kind": "validation" if whole else "train",
         "input": str(hr_dir),
-        "config": cfg.model_dump(include={"scale", "min_size", "workers"} if whole else None),
+        # Not `workers`: the patches are the same for any worker count, so the summary must be too.
+        "config": cfg.model_dump(include={"scale", "min_size"} if whole else None, exclude={"workers"}),
         "images": sum(1 for r in results if r.skipped is None),
         "patches": sum(len(r.outputs) for r in results),
         "skipped": dict(sorted(Counter(r.skipped for r in results if r.skipped).items())),

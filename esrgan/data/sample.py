@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 
 from esrgan.data.layout import MANIFEST_FILE, SPLITS_FILE, TRAIN_DIR, VAL_DIR, list_images, sha256_file
+from esrgan.errors import EsrganError
 from esrgan.fileio import atomic_write, write_bytes, write_json
 from esrgan.imageio import IMAGE_SUFFIXES
 
@@ -32,7 +33,7 @@ SAMPLE_DATASET_NAME = "esrgan-sample-hr"
 SOURCES_FILE = "SOURCES.md"
 
 
-class SampleSourceError(RuntimeError):
+class SampleSourceError(EsrganError, RuntimeError):
     """A shipped source image is missing or differs from the pinned checksum."""
 
 

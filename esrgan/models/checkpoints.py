@@ -17,6 +17,7 @@ them is executed.
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import pickle
 import re
@@ -26,7 +27,8 @@ from pathlib import Path
 
 import torch
 
-from esrgan.fileio import atomic_write
+from esrgan.errors import EsrganError
+from esrgan.fileio import write_bytes
 from esrgan.models.rrdbnet import RRDBNet
 
 StateDict = dict[str, torch.Tensor]
@@ -36,7 +38,7 @@ WRAPPER_KEYS = ("params_ema", "params", "generator_ema", "generator", "state_dic
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EsrganError, ValueError):
     """A checkpoint that cannot be read as an RRDBNet generator; the message is one line."""
 
 
@@ -305,9 +307,22 @@ def save_generator(model: RRDBNet, path: str | os.PathLike[str]) -> Path:
         )
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
-        from safetensors.torch import save_file
+        from safetensors.torch import save as save_bytes
 
-        return atomic_write(path, lambda tmp: save_file(state, tmp, metadata={"format": "pt", "arch": "ESRGAN"}))
+        return write_bytes(path, save_bytes(state, metadata={"format": "pt", "arch": "ESRGAN"}))
     if path.suffix in (".pth", ".pt"):
-        return atomic_write(path, lambda tmp: torch.save({"params_ema": state}, tmp))
+        return write_bytes(path, generator_pth_bytes(state))
     raise ValueError(f"{path}: unsupported generator format, use .pth or .safetensors")
+
+
+def generator_pth_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
+    """The ``.pth`` bytes of a generator state dict: a function of the tensors alone.
+
+    ``torch.save`` to a *path* names the archive's top folder after the file, and atomic writes
+    go through a randomly named temporary file, so the same weights gave different bytes each
+    time (and DVC re-ran every later stage). A buffer always gets the folder name ``archive``,
+    and the zip entries carry no timestamps, so equal weights give equal files.
+    """
+    buf = io.BytesIO()
+    torch.save({"params_ema": dict(state)}, buf)
+    return buf.getvalue()

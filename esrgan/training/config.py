@@ -15,8 +15,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from esrgan.errors import EsrganError
 
-class ConfigError(ValueError):
+
+class ConfigError(EsrganError, ValueError):
     """An invalid training configuration; the message lists every problem, one per line."""
 
 

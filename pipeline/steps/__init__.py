@@ -2,13 +2,39 @@
 KFP components alike. Paths and validated parameters in; files and a metrics dict out.
 
 Steps are the only layer that talks to MLflow (through :mod:`pipeline.tracking`).
+
+The names below load their module on first use: importing one step must not execute the others'
+code, because each ``dvc.yaml`` stage depends on exactly the modules its step imports
+(``tests/test_dvc_deps.py`` derives them from the import graph).
 """
 
-from pipeline.steps.evaluate import evaluate_step
-from pipeline.steps.extract import extract_patches_step
-from pipeline.steps.interpolate import interpolate_step
-from pipeline.steps.register import register_step
-from pipeline.steps.train import finetune_gan_step, pretrain_psnr_step
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+_HOME = {
+    "evaluate_step": "pipeline.steps.evaluate",
+    "extract_patches_step": "pipeline.steps.extract",
+    "finetune_gan_step": "pipeline.steps.train",
+    "interpolate_step": "pipeline.steps.interpolate",
+    "pretrain_psnr_step": "pipeline.steps.train",
+    "register_step": "pipeline.steps.register",
+}
+
+if TYPE_CHECKING:
+    from pipeline.steps.evaluate import evaluate_step
+    from pipeline.steps.extract import extract_patches_step
+    from pipeline.steps.interpolate import interpolate_step
+    from pipeline.steps.register import register_step
+    from pipeline.steps.train import finetune_gan_step, pretrain_psnr_step
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOME:
+        return getattr(importlib.import_module(_HOME[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "evaluate_step",

@@ -44,6 +44,8 @@ def evaluate_step(
             report = evaluate_folder(model, hr_dir, scale=scale, tile=params.tile, metrics=metrics,
                                      model_name=f"alpha={alpha:g}")  # fmt: skip
             report["alpha"] = alpha
+            # Not the temporary folder of symlinks: equal results must give equal report bytes.
+            report["hr_dir"], report["max_images"] = str(val_dir), params.max_images
             write_report(report, report_file)
             write_json(metrics_file, {"alpha": alpha, "model": report["model"]["mean"],
                                       "bicubic": report["bicubic"]["mean"]})  # fmt: skip

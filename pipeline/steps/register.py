@@ -15,7 +15,8 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from esrgan.fileio import atomic_write, write_json
-from pipeline.params import SelectionParams
+from pipeline.errors import PipelineError
+from pipeline.params import METRIC_DIRECTION, SelectionParams
 from pipeline.registry import log_generator_model
 from pipeline.steps.context import StepContext
 from pipeline.tracking import finish_parent, parent_run_id, stage_run
@@ -23,7 +24,7 @@ from pipeline.tracking import finish_parent, parent_run_id, stage_run
 PLOT_COLUMNS = ("alpha", "psnr_y", "ssim_y", "psnr_rgb", "niqe", "lpips_alex", "stlpips_alex", "stlpips_vgg")
 
 
-class SelectionError(ValueError):
+class SelectionError(PipelineError, ValueError):
     """No alpha satisfies the selection rule."""
 
 
@@ -51,8 +52,9 @@ def select_alpha(rows: Sequence[Mapping[str, Any]], rule: SelectionParams) -> di
     scored = [r for r in eligible if r.get(rule.metric) is not None]
     if not scored:
         raise SelectionError(f"no alpha has a value for {rule.metric!r} within {rule.psnr_margin_db} dB of alpha 0")
-    # Lowest perceptual score; ties go to the smaller alpha (closer to the faithful model).
-    return dict(min(scored, key=lambda r: (r[rule.metric], r["alpha"])))
+    # Best score in the metric's own direction; ties go to the smaller alpha (closer to the faithful model).
+    sign = 1.0 if METRIC_DIRECTION[rule.metric] == "min" else -1.0
+    return dict(min(scored, key=lambda r: (sign * r[rule.metric], r["alpha"])))
 
 
 def write_plot_data(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:

@@ -9,6 +9,7 @@ from typing import Any
 import mlflow
 
 from esrgan.training import TrainResult, train_gan, train_psnr
+from pipeline.errors import StageInputError
 from pipeline.steps.context import StepContext
 from pipeline.tracking import MlflowCallbacks, stage_run
 
@@ -27,11 +28,13 @@ def _finish(result: TrainResult, model_out: Path, metrics_file: Path) -> dict[st
     return metrics
 
 
-def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> None:
+def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> bool:
     """Keep ``run_dir``'s checkpoints only if they come from this exact configuration and input.
 
     DVC re-runs a stage when its params or inputs changed; checkpoints of the previous
     configuration must then not be resumed. A run killed mid-way (same fingerprint) resumes.
+    Call it only after :func:`check_training_inputs` passed: it deletes ``run_dir``. Returns
+    whether previous checkpoints were discarded.
     """
     import hashlib
     import json
@@ -40,17 +43,63 @@ def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> None:
 
     digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
     marker = run_dir / "fingerprint.json"
+    discarded = False
     if run_dir.exists():
         try:
             previous = json.loads(marker.read_text())["sha256"]
-        except (OSError, ValueError, KeyError):
+        except (OSError, ValueError, KeyError, TypeError):
             previous = None
         if previous != digest:
             shutil.rmtree(run_dir)
+            discarded = True
     write_json(marker, {"sha256": digest, "inputs": fingerprint})
+    return discarded
+
+
+def check_training_inputs(ctx: StepContext, patches_dir: Path, init: Path | None) -> None:
+    """Refuse inputs that cannot train this configuration, before anything is written or deleted.
+
+    Raises:
+        StageInputError: missing patch folders, patches cut for another scale, or an initial
+            generator whose architecture differs from ``model``; every problem, one line each.
+    """
+    import json
+
+    problems = []
+    for sub in ("train/hr", "train/lr", "val/hr", "val/lr"):
+        folder = patches_dir / sub
+        if not folder.is_dir() or not any(folder.iterdir()):
+            problems.append(f"{folder}: missing or empty (run the extract_patches stage first)")
+    summary = patches_dir / "train" / "summary.json"
+    scale = ctx.params.model.scale
+    try:
+        cut_for = json.loads(summary.read_text())["config"]["scale"]
+    except (OSError, ValueError, KeyError, TypeError):
+        cut_for = None  # reported above when the folders are missing; older summaries lack it
+    if cut_for is not None and cut_for != scale:
+        problems.append(f"{summary}: patches were cut for scale {cut_for} but model.scale is {scale}")
+    if init is not None:
+        from esrgan.models import CheckpointError, load_generator
+
+        try:
+            config = load_generator(init).config
+        except CheckpointError as exc:
+            problems.append(str(exc))
+        else:
+            wanted = ctx.params.model.model_dump()
+            diff = {k: (config.get(k), v) for k, v in wanted.items() if k in config and config[k] != v}
+            if diff:
+                problems.append(
+                    f"{init}: generator does not match params.yaml's model ("
+                    + ", ".join(f"{k} {have} in the file, {want} in params" for k, (have, want) in diff.items())
+                    + ")"
+                )
+    if problems:
+        raise StageInputError(problems)
 
 
 def _input_fingerprint(ctx: StepContext, stage_section: str, patches_dir: Path, init: Path | None) -> dict[str, Any]:
+    """What makes checkpoints resumable: the stage's own settings and inputs (not logging, not the other stage)."""
     import hashlib
 
     def file_hash(path: Path) -> str:
@@ -59,7 +108,7 @@ def _input_fingerprint(ctx: StepContext, stage_section: str, patches_dir: Path, 
     summary = patches_dir / "train" / "summary.json"
     return {
         "stage": stage_section,
-        "config": ctx.params.train_config().to_dict(),
+        "config": _sections(ctx, stage_section),
         "patches": file_hash(summary) if summary.is_file() else None,
         "init": file_hash(init) if init is not None else None,
     }
@@ -77,6 +126,7 @@ def pretrain_psnr_step(
     ctx: StepContext, patches_dir: Path, run_dir: Path, model_out: Path, metrics_file: Path, resume: bool = True
 ) -> dict[str, Any]:
     """Train the PSNR-oriented generator (L1); ``run_dir`` keeps checkpoints so a killed run resumes."""
+    check_training_inputs(ctx, patches_dir, None)
     _fresh_or_resumable(run_dir, _input_fingerprint(ctx, "pretrain_psnr", patches_dir, None))
     with stage_run(ctx.tracking, "pretrain_psnr", _sections(ctx, "pretrain_psnr")):
         result = train_psnr(
@@ -98,6 +148,7 @@ def finetune_gan_step(
     resume: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune with the perceptual + RaGAN + L1 loss, starting from the PSNR generator."""
+    check_training_inputs(ctx, patches_dir, psnr_model)
     _fresh_or_resumable(run_dir, _input_fingerprint(ctx, "finetune_gan", patches_dir, psnr_model))
     with stage_run(ctx.tracking, "finetune_gan", _sections(ctx, "finetune_gan")):
         result = train_gan(
