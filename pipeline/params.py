@@ -92,6 +92,9 @@ class RegisterParams(_Strict):
     selection: SelectionParams = Field(default_factory=SelectionParams)
     max_input_pixels: int = Field(1_000_000, ge=1, description="largest request image the served model accepts")
     serve_tile: int = Field(256, ge=0, description="tile edge the served model uses")
+    force_promote: bool = Field(
+        False, description="make this run's version the champion even when it does not beat the current one"
+    )
 
 
 class TrackingParams(_Strict):
