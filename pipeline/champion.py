@@ -18,9 +18,10 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pipeline.params import SelectionParams
+if TYPE_CHECKING:  # registry commands should not pay for importing torch (pipeline.params does)
+    from pipeline.params import SelectionParams
 
 CHALLENGER_ALIAS = "challenger"
 HISTORY_TAG = "champion_history"

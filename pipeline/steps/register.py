@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from esrgan.fileio import atomic_write, write_json
+from esrgan.models import CheckpointError
 from pipeline.champion import CHALLENGER_ALIAS, HISTORY_TAG, Decision, alias_version, decide, promote
 from pipeline.params import SelectionParams
 from pipeline.registry import ONNX_FILE, log_generator_model
@@ -176,7 +178,13 @@ def champion_figures(
         return None, f"the champion was evaluated on other data and {val_dir} is missing"
     log.info("re-evaluating champion version %s on %s (its figures come from other data)", champion.version, val_dir)
     uri = f"models:/{champion.name}/{champion.version}"
-    return measure_champion(ctx, uri, val_dir, metrics), f"the champion re-evaluated on {val_dir.name}/ of this run"
+    try:
+        figures = measure_champion(ctx, uri, val_dir, metrics)
+    except (CheckpointError, MlflowException, OSError) as exc:
+        # Keep the deployed model rather than replace it unmeasured; register.force_promote overrides.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"re-evaluating {uri} failed: {first}"
+    return figures, f"the champion re-evaluated on {val_dir.name}/ of this run"
 
 
 def _run_link(run_id: str, experiment_id: str) -> str:

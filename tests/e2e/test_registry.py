@@ -197,12 +197,32 @@ def test_forced_promotion_of_a_worse_model_is_recorded(project: Path, env_uri: s
     assert client(env_uri).get_model_version(NAME, "4").tags["decision.champion.niqe"]  # the loser's figures kept
 
 
-def cli(uri: str, *args: str) -> Any:
-    return run(["esrgan", "registry", "--tracking-uri", uri, *args], Path.cwd(), timeout=120)
+class Result:
+    def __init__(self, returncode: int, stdout: str, stderr: str) -> None:
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
 
 
-def test_registry_list_shows_versions_aliases_and_history(tracking_uri: str) -> None:
-    result = cli(tracking_uri, "list")
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``esrgan registry ...`` in this process (the console script's ``main``), output captured."""
+    from pipeline.cli import main
+
+    # main() sets these defaults in os.environ; monkeypatch restores them afterwards.
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+
+    def call(uri: str, *args: str) -> Result:
+        capsys.readouterr()
+        code = main(["registry", "--tracking-uri", uri, *args])
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+
+    return call
+
+
+def test_registry_list_shows_versions_aliases_and_history(tracking_uri: str, cli: Any) -> None:
+    # Once through the installed console script, as a user runs it.
+    result = run(["esrgan", "registry", "--tracking-uri", tracking_uri, "list"], Path.cwd(), timeout=600)
     assert result.returncode == 0, result.stderr
     print(result.stdout)  # the closing note's registry history (pytest -s)
     lines = result.stdout.splitlines()
@@ -218,7 +238,7 @@ def test_registry_list_shows_versions_aliases_and_history(tracking_uri: str) -> 
     assert as_json["versions"][2]["aliases"] == [] and as_json["champion_history"] == ["1", "3", "4"]
 
 
-def test_rollback_twice_then_nothing_left(tracking_uri: str) -> None:
+def test_rollback_twice_then_nothing_left(tracking_uri: str, cli: Any) -> None:
     first = cli(tracking_uri, "rollback")
     assert first.returncode == 0 and first.stdout.startswith("esrgan-x4@champion: version 4 -> 3"), first.stderr
     assert aliases(tracking_uri)["champion"] == "3"
@@ -234,7 +254,7 @@ def test_rollback_twice_then_nothing_left(tracking_uri: str) -> None:
     )
 
 
-def test_manual_promotion_and_clear_errors(tracking_uri: str) -> None:
+def test_manual_promotion_and_clear_errors(tracking_uri: str, cli: Any) -> None:
     done = cli(tracking_uri, "promote", "3")
     assert done.returncode == 0 and "version 1 -> 3" in done.stdout and "(history: 1 -> 3)" in done.stdout
     tags = client(tracking_uri).get_model_version(NAME, "3").tags
@@ -250,7 +270,7 @@ def test_manual_promotion_and_clear_errors(tracking_uri: str) -> None:
     assert aliases(tracking_uri)["champion"] == "3"
 
 
-def test_unreachable_tracking_server_is_one_line(tmp_path: Path) -> None:
+def test_unreachable_tracking_server_is_one_line(cli: Any) -> None:
     from tests.e2e.servers import free_port
 
     bad = cli(f"http://127.0.0.1:{free_port()}", "list")
