@@ -224,7 +224,6 @@ def test_registry_list_shows_versions_aliases_and_history(tracking_uri: str, cli
     # Once through the installed console script, as a user runs it.
     result = run(["esrgan", "registry", "--tracking-uri", tracking_uri, "list"], Path.cwd(), timeout=600)
     assert result.returncode == 0, result.stderr
-    print(result.stdout)  # the closing note's registry history (pytest -s)
     lines = result.stdout.splitlines()
     assert lines[0] == "registered model esrgan-x4: 4 version(s)"
     assert lines[1].split()[:3] == ["version", "aliases", "alpha"] and len(lines) == 7
