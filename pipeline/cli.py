@@ -234,8 +234,170 @@ def _run_main(args: argparse.Namespace) -> int:
     return run_main_job(Path.cwd(), profile=args.profile)
 
 
+# --- registry / export / deploy (champion-challenger deployment) ---------------------------------
+
+
+def _tracking_uri(arg: str | None) -> str:
+    """``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the project's ``./mlflow.db`` (as the pipeline)."""
+    import os
+
+    # A registry command should fail in seconds when the server is down, not after MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
+    return arg or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+
+
+def _registry_call(fn: Callable[[], int]) -> int:
+    from pipeline.champion import RegistryError
+
+    try:
+        return fn()
+    except RegistryError as exc:
+        raise UserError(str(exc)) from None
+    except OSError as exc:  # connection refused, DNS: requests' errors are OSErrors
+        raise UserError(f"cannot reach the tracking server: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _add_registry(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("registry", help="the model registry: list versions, promote one, roll the champion back")
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    p.add_argument("--model-name", default="esrgan-x4", help="registered model (default esrgan-x4)")
+    p.add_argument("--alias", default="champion", help="the deployed alias (default champion)")
+    rsub = p.add_subparsers(dest="registry_command", required=True, metavar="ACTION")
+    ls = rsub.add_parser("list", help="versions, aliases, alpha, key metrics, data hash, commit, decision")
+    ls.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ls.set_defaults(handler=lambda a: _registry_call(lambda: _registry_list(a)))
+    pr = rsub.add_parser("promote", help="make VERSION the champion (recorded in the champion history)")
+    pr.add_argument("version", help="version number")
+    pr.set_defaults(handler=lambda a: _registry_call(lambda: _registry_promote(a)))
+    rb = rsub.add_parser("rollback", help="move the champion back to the previous champion")
+    rb.set_defaults(handler=lambda a: _registry_call(lambda: _registry_rollback(a)))
+
+
+def _registry_list(args: argparse.Namespace) -> int:
+    from pipeline import champion
+
+    client = champion.client(_tracking_uri(args.tracking_uri))
+    rows = champion.list_versions(client, args.model_name)
+    past = champion.history(client, args.model_name)
+    if args.json:
+        return _print({"model_name": args.model_name, "versions": rows, "champion_history": past})
+    print(champion.format_table(args.model_name, rows, past))
+    return 0
+
+
+def _registry_promote(args: argparse.Namespace) -> int:
+    from pipeline import champion
+
+    if not args.version.isdigit():
+        raise UserError(f"version {args.version!r}: expected a version number")
+    client = champion.client(_tracking_uri(args.tracking_uri))
+    before = champion.alias_version(client, args.model_name, args.alias)
+    past = champion.promote(
+        client, args.model_name, args.version, args.alias, "promoted by hand (esrgan registry promote)"
+    )
+    with champion.registry_errors(args.model_name):
+        client.set_model_version_tag(args.model_name, args.version, "decision", "promoted-by-hand")
+    print(
+        f"{args.model_name}@{args.alias}: version {before or '(none)'} -> {args.version}  (history: {' -> '.join(past)})"
+    )
+    return 0
+
+
+def _registry_rollback(args: argparse.Namespace) -> int:
+    from pipeline import champion
+
+    client = champion.client(_tracking_uri(args.tracking_uri))
+    old, new = champion.rollback(client, args.model_name, args.alias)
+    past = champion.history(client, args.model_name)
+    print(f"{args.model_name}@{args.alias}: version {old} -> {new}  (history: {' -> '.join(past)})")
+    return 0
+
+
+def _add_export(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("export", help="export a generator to another format")
+    esub = p.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
+    o = esub.add_parser("onnx", help="ONNX with dynamic height and width (input 'lr' in [0,1], output 'sr')")
+    o.add_argument("model", help="generator checkpoint (.pth/.safetensors) or models:/ URI")
+    o.add_argument("--output", "-o", type=Path, required=True, help="the .onnx file to write")
+    o.add_argument("--opset", type=int, default=17)
+    o.add_argument("--tracking-uri", help="for models:/ URIs (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    o.set_defaults(handler=_run_export_onnx)
+
+
+def _run_export_onnx(args: argparse.Namespace) -> int:
+    import time
+
+    from esrgan.export import export_onnx
+    from pipeline.upscale_files import load_model_for_inference
+
+    if args.model.startswith(("models:/", "runs:/")):
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        mlflow.set_tracking_uri(_tracking_uri(args.tracking_uri))
+        try:
+            model = load_model_for_inference(args.model, "cpu")
+        except MlflowException as exc:
+            raise UserError(f"{args.model}: {(exc.message or str(exc)).strip().splitlines()[0]}") from None
+    else:
+        model = load_model_for_inference(args.model, "cpu")
+    start = time.perf_counter()
+    path = export_onnx(model, args.output, opset=args.opset)
+    return _print({"path": str(path), "bytes": path.stat().st_size, "seconds": round(time.perf_counter() - start, 2),
+                   "architecture": model.config})  # fmt: skip
+
+
+def _add_deploy(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("deploy", help="print deployment manifests for a registered version")
+    dsub = p.add_subparsers(dest="deploy_command", required=True, metavar="TARGET")
+    k = dsub.add_parser("kserve", help="a KServe InferenceService (MLflow format) for kubectl apply -f -")
+    k.add_argument("--model", default="models:/esrgan-x4@champion", help="models:/NAME@ALIAS or models:/NAME/VERSION")
+    k.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    k.add_argument(
+        "--artifacts-destination", help="the server's --artifacts-destination (s3://...) when it proxies artifacts"
+    )
+    k.add_argument("--name", help="InferenceService name (default: the registered model's name)")
+    k.add_argument("--namespace")
+    k.add_argument("--secret", default="esrgan-s3", help="Secret with the S3 credentials (default esrgan-s3)")
+    k.add_argument("--min-replicas", type=int, default=1)
+    k.add_argument("--max-replicas", type=int, default=2)
+    k.add_argument("--cpu", default="2", help="CPU request per replica (limit: twice this)")
+    k.add_argument("--memory", default="4Gi", help="memory request per replica (limit: twice this)")
+    k.add_argument("--gpus", type=int, default=0)
+    k.add_argument("--runtime", help="ServingRuntime name (one whose image has PyTorch; see docs/deployment.md)")
+    k.add_argument("--canary", type=int, help="percent of traffic for the new revision (KServe canary rollout)")
+    k.set_defaults(handler=lambda a: _registry_call(lambda: _run_deploy_kserve(a)))
+
+
+def _double(quantity: str) -> str:
+    import re
+
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)([A-Za-z]*)", quantity)
+    if not m:
+        raise UserError(f"{quantity!r}: expected a Kubernetes quantity such as 2, 500m or 4Gi")
+    value = float(m.group(1)) * 2
+    return f"{value:g}{m.group(2)}"
+
+
+def _run_deploy_kserve(args: argparse.Namespace) -> int:
+    from pipeline import champion, kserve
+
+    client = champion.client(_tracking_uri(args.tracking_uri))
+    resolved = kserve.resolve(client, args.model, args.artifacts_destination)
+    resources = kserve.Resources(args.cpu, args.memory, _double(args.cpu), _double(args.memory), args.gpus)
+    docs = kserve.inference_service(
+        resolved, name=args.name, namespace=args.namespace, secret=args.secret, min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas, resources=resources, runtime=args.runtime, canary_percent=args.canary,
+    )  # fmt: skip
+    print(f"# {args.model} = {resolved.name} version {resolved.version}", file=sys.stderr)
+    sys.stdout.write(kserve.to_yaml(docs))
+    return 0
+
+
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_upscale, _add_data, _add_evaluate, _add_train, _add_interpolate, _add_stage, _add_main,
+    _add_registry, _add_export, _add_deploy,
 ]  # fmt: skip
 
 

@@ -41,6 +41,22 @@ def ensure_data(root: Path, data_dir: Path) -> str:
     return "rebuilt the sample set"
 
 
+def decision_lines(registered: dict) -> str:
+    """What the register step decided: the new version, the champion, and why (from ``registered.json``)."""
+    name, version, alpha = registered["model_name"], registered["version"], registered["alpha"]
+    # registered.json written before the champion/challenger gate has no "decision".
+    if registered.get("decision", "promoted") == "promoted":
+        return (
+            f"champion: {name} version {version} (alias @{registered['alias']}), alpha {alpha:g}\n"
+            f"decision: promoted: {registered.get('reason', '')}"
+        )
+    return (
+        f"challenger: {name} version {version} (alias @challenger), alpha {alpha:g}\n"
+        f"decision: kept champion version {registered['champion_version']}: {registered['reason']}\n"
+        f"promote anyway: esrgan registry promote {version}   (or set register.force_promote: true)"
+    )
+
+
 def run_main_job(root: Path, profile: str | None = None) -> int:
     """Run the whole pipeline with ``dvc repro`` and print the registered champion."""
     root = root.resolve()
@@ -69,13 +85,13 @@ def run_main_job(root: Path, profile: str | None = None) -> int:
         compare = f".venv/bin/mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)"
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(registered["metrics"].items()))
     print(
-        f"\n==> done in {elapsed / 60:.1f} min\n"
-        f"champion: {registered['model_name']} version {registered['version']} "
-        f"(alias @{registered['alias']}), alpha {registered['alpha']:g}\n"
-        f"metrics on the validation split: {metrics}\n"
+        f"\n==> done in {elapsed / 60:.1f} min\n{decision_lines(registered)}\nmetrics on the validation split: {metrics}"
+    )
+    print(
         f"compare runs:  {compare}\n"
         f"serve it:      MLFLOW_TRACKING_URI={uri} .venv/bin/mlflow models serve "
         f"-m {registered['model_uri']} --env-manager local -p 5001\n"
-        f"upscale:       MLFLOW_TRACKING_URI={uri} .venv/bin/esrgan upscale IMAGE -m {registered['model_uri']} -o out/"
+        f"upscale:       MLFLOW_TRACKING_URI={uri} .venv/bin/esrgan upscale IMAGE -m {registered['model_uri']} -o out/\n"
+        f"registry:      MLFLOW_TRACKING_URI={uri} .venv/bin/esrgan registry list   (promote VERSION, rollback)"
     )
     return 0

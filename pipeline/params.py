@@ -35,10 +35,10 @@ __all__ = ["METRIC_DIRECTION", "ParamsError", "PipelineParams", "cross_field_pro
 #: Report metrics the champion rule can use, and which way is better ("min": lower is better).
 METRIC_DIRECTION: dict[str, Literal["min", "max"]] = {
     "niqe": "min", "lpips_alex": "min", "stlpips_alex": "min", "stlpips_vgg": "min",
-    "psnr_y": "max", "ssim_y": "max", "psnr_rgb": "max",
+    "psnr_y": "max", "ssim_y": "max", "psnr_rgb": "max", "chroma_error": "min",
 }  # fmt: skip
 #: Metrics ``evaluate`` computes with ``perceptual: false``.
-FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb")
+FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error")
 
 
 class _Strict(BaseModel):
@@ -93,7 +93,9 @@ class SelectionParams(_Strict):
 
     rule: Literal["best_perceptual_within_margin", "fixed"] = "best_perceptual_within_margin"
     # The direction comes from METRIC_DIRECTION (psnr_y: higher is better, niqe: lower), never assumed.
-    metric: Literal["niqe", "lpips_alex", "stlpips_alex", "stlpips_vgg", "psnr_y", "ssim_y", "psnr_rgb"] = Field(
+    metric: Literal[
+        "niqe", "lpips_alex", "stlpips_alex", "stlpips_vgg", "psnr_y", "ssim_y", "psnr_rgb", "chroma_error"
+    ] = Field(
         "niqe", description="evaluation-report metric that ranks the eligible alphas (direction: METRIC_DIRECTION)"
     )
     psnr_margin_db: float = Field(1.0, ge=0)
@@ -108,6 +110,9 @@ class RegisterParams(_Strict):
     selection: SelectionParams = Field(default_factory=SelectionParams)
     max_input_pixels: int = Field(1_000_000, ge=1, description="largest request image the served model accepts")
     serve_tile: int = Field(256, ge=0, description="tile edge the served model uses")
+    force_promote: bool = Field(
+        False, description="make this run's version the champion even when it does not beat the current one"
+    )
 
 
 class TrackingParams(_Strict):

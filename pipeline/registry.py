@@ -16,6 +16,8 @@ from esrgan.models import RRDBNet, load_generator, save_generator
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 ESRGAN_PACKAGE = Path(__file__).resolve().parents[1] / "esrgan"
+#: Name of the ONNX export inside a logged model (``<model>/artifacts/model.onnx``).
+ONNX_FILE = "model.onnx"
 
 
 def _signature() -> Any:
@@ -50,11 +52,14 @@ def log_generator_model(
     registered_model_name: str | None = None,
     max_input_pixels: int | None = None,
     tile: int | None = None,
+    onnx: bool = True,
 ) -> Any:
     """Log a generator file as an MLflow pyfunc model in the active run (and optionally register it).
 
     The generator is re-saved as safetensors inside the model, so what is served and what
-    ``load_generator`` / spandrel read is the same file.
+    ``load_generator`` / spandrel read is the same file. With ``onnx`` the same weights also travel
+    as ``artifacts/model.onnx`` (dynamic height and width, see :mod:`esrgan.export`), so every
+    registered version carries a file for ONNX Runtime, TensorRT or Triton next to the pyfunc.
 
     Returns:
         MLflow's ``ModelInfo`` (``.model_uri``, ``.registered_model_version``).
@@ -71,10 +76,15 @@ def log_generator_model(
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # growth-width warning is for spandrel users
             save_generator(model, st_path)
+        artifacts = {"generator": str(st_path)}
+        if onnx:
+            from esrgan.export import export_onnx
+
+            artifacts["onnx"] = str(export_onnx(model, Path(tmp) / ONNX_FILE))
         return mlflow.pyfunc.log_model(
             name=name,
             python_model=str(PYFUNC_CODE),
-            artifacts={"generator": str(st_path)},
+            artifacts=artifacts,
             code_paths=[str(ESRGAN_PACKAGE)],
             model_config={
                 "max_input_pixels": max_input_pixels or DEFAULT_MAX_INPUT_PIXELS,

@@ -48,6 +48,8 @@ TAG_STAGE = "esrgan.stage"
 TAG_LAUNCHER = "esrgan.launcher"
 #: Seconds the up-front probe of an HTTP tracking server may take.
 CONNECT_TIMEOUT_S = 5.0
+#: MLflow 3's UI opens an experiment in its GenAI view unless this tag says it trains a model.
+EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
 
 @dataclass(frozen=True)
@@ -96,7 +98,7 @@ def configure(root: Path, experiment: str, params_file: Path | None = None) -> T
             # MLFLOW_DEFAULT_ARTIFACT_ROOT is a server setting; a client with a local store must pass it.
             location = os.environ.get("MLFLOW_DEFAULT_ARTIFACT_ROOT") or (root / "mlruns").resolve().as_uri()
         with contextlib.suppress(mlflow.exceptions.MlflowException):  # created concurrently
-            mlflow.create_experiment(experiment, artifact_location=location)
+            mlflow.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_TAGS)
     exp = mlflow.set_experiment(experiment)
     return Tracking(root=root, experiment_id=exp.experiment_id, params_file=params_file)
 

@@ -13,10 +13,9 @@ from esrgan.fileio import write_json
 from esrgan.imageio import read_image
 from esrgan.models import load_generator
 from esrgan.visualize import comparison
+from pipeline.params import FIDELITY_METRICS
 from pipeline.steps.context import StepContext
 from pipeline.tracking import stage_run
-
-FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error")
 
 
 def evaluate_step(

@@ -1,25 +1,34 @@
-"""Step 6: compare every alpha, draw the perception-distortion plot, pick the champion and
-register it in the MLflow model registry with its alias."""
+"""Step 6: compare every alpha, draw the perception-distortion plot, register the best one as the
+``@challenger`` version and promote it to ``@champion`` only when it is at least as good as the
+current champion measured on the same images (see :mod:`pipeline.champion`)."""
 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
+import logging
 import math
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from esrgan.fileio import atomic_write, write_json
+from esrgan.models import CheckpointError
+from pipeline.champion import CHALLENGER_ALIAS, HISTORY_TAG, Decision, alias_version, decide, promote
 from pipeline.errors import PipelineError
 from pipeline.params import METRIC_DIRECTION, SelectionParams
-from pipeline.registry import log_generator_model
+from pipeline.registry import ONNX_FILE, log_generator_model
 from pipeline.steps.context import StepContext
-from pipeline.tracking import finish_parent, parent_run_id, stage_run
+from pipeline.tracking import finish_parent, parent_run_id, provenance_tags, stage_run
+
+log = logging.getLogger(__name__)
 
 PLOT_COLUMNS = ("alpha", "psnr_y", "ssim_y", "psnr_rgb", "niqe", "lpips_alex", "stlpips_alex", "stlpips_vgg")
 
@@ -108,6 +117,143 @@ def draw_plot(rows: Sequence[Mapping[str, Any]], chosen_alpha: float, path: Path
     return path
 
 
+EVAL_KEY_TAG = "eval.key"
+
+
+def image_fingerprint(report: Mapping[str, Any]) -> str | None:
+    """A fingerprint of the images an evaluation report covers, from the report alone.
+
+    Bicubic's per-image PSNR-Y is a function of the HR image only, so names, sizes and those
+    values identify the validation set even where ``data.dvc`` does not describe it (KFP data
+    sources). ``None`` for reports without per-image rows.
+    """
+    rows = report.get("per_image")
+    if not rows:
+        return None
+    items = [(r["name"], r.get("hr_shape"), round(float(r["bicubic"].get("psnr_y") or 0.0), 6)) for r in rows]
+    digest = hashlib.sha256(json.dumps(sorted(items), sort_keys=True).encode()).hexdigest()[:16]
+    return f"{digest} ({len(items)} images)"
+
+
+def evaluation_key(ctx: StepContext, report: Mapping[str, Any] | None = None) -> str:
+    """What makes two runs' figures comparable: the same validation images, scale and evaluation.
+
+    From the report's image fingerprint when it has one, else from the ``data.dvc`` hash and the
+    evaluation settings; empty when neither is known (the champion is then always re-evaluated).
+    """
+    scale, ev = ctx.params.model.scale, ctx.params.evaluate
+    fingerprint = image_fingerprint(report or {})
+    if fingerprint:
+        return f"images={fingerprint};scale={scale}"
+    data = provenance_tags(ctx.root).get("data.dvc.md5", "unknown")
+    return "" if data == "unknown" else f"data={data};scale={scale};max_images={ev.max_images}"
+
+
+def measure_champion(ctx: StepContext, model_uri: str, val_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
+    """Re-evaluate a registered generator on this run's validation images (as the evaluate step does)."""
+    from esrgan.evaluation import evaluate_folder
+    from pipeline.registry import load_registered_generator
+
+    model = load_registered_generator(model_uri)
+    images = sorted(p for p in val_dir.iterdir() if p.is_file())
+    with tempfile.TemporaryDirectory() as tmp:
+        hr_dir = val_dir
+        if ctx.params.evaluate.max_images is not None:
+            hr_dir = Path(tmp)
+            for img in images[: ctx.params.evaluate.max_images]:
+                (hr_dir / img.name).symlink_to(img.resolve())
+        report = evaluate_folder(model, hr_dir, scale=ctx.params.model.scale, tile=ctx.params.evaluate.tile,
+                                 metrics=tuple(metrics), progress=False, model_name=model_uri)  # fmt: skip
+    return {k: float(v) for k, v in report["model"]["mean"].items() if v is not None}
+
+
+def champion_figures(
+    ctx: StepContext, client: MlflowClient, champion: Any, eval_key: str, val_dir: Path, metrics: Sequence[str]
+) -> tuple[dict[str, float] | None, str]:
+    """The current champion's figures on this run's images: its recorded tags when they come from
+    the same evaluation key, else a fresh evaluation on ``val_dir``. Returns ``(figures, how)``."""
+    tags = champion.tags or {}
+    if eval_key and tags.get(EVAL_KEY_TAG) == eval_key:
+        figures = {m: float(tags[m]) for m in metrics if m in tags}
+        return figures, "the champion's recorded figures (same data and evaluation)"
+    if not val_dir.is_dir():
+        return None, f"the champion was evaluated on other data and {val_dir} is missing"
+    log.info("re-evaluating champion version %s on %s (its figures come from other data)", champion.version, val_dir)
+    uri = f"models:/{champion.name}/{champion.version}"
+    try:
+        figures = measure_champion(ctx, uri, val_dir, metrics)
+    except (CheckpointError, MlflowException, OSError) as exc:
+        # Keep the deployed model rather than replace it unmeasured; register.force_promote overrides.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return None, f"re-evaluating {uri} failed: {first}"
+    return figures, f"the champion re-evaluated on {val_dir.name}/ of this run"
+
+
+def _run_link(run_id: str, experiment_id: str) -> str:
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"[pipeline run {run_id}]({uri.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id})"
+    return f"pipeline run `{run_id}` (experiment {experiment_id}, tracking store `{uri}`)"
+
+
+def model_description(name: str, alias: str) -> str:
+    """The registered model's description: what it is and how its aliases move."""
+    return (
+        f"**{name}**: ESRGAN x4 super-resolution generator (RRDBNet, plain PyTorch) trained by the esrgan-pipeline "
+        "(PSNR pre-training, GAN fine-tuning, network interpolation between the two with weight alpha).\n\n"
+        f"- `@{alias}`: the deployed version; deploy `models:/{name}@{alias}`.\n"
+        f"- `@{CHALLENGER_ALIAS}`: the newest candidate from the pipeline. It becomes `@{alias}` only when it is at "
+        "least as good as the champion on the same validation images under the selection rule (or when "
+        "`register.force_promote` is true). Each version's `decision` tags record why.\n"
+        "- Input: base64 PNG/JPEG in the column `image`; output: base64 PNG, width, height (see the signature).\n"
+        "- Each version carries `artifacts/generator.safetensors` and `artifacts/model.onnx`.\n"
+        "- `esrgan registry list | promote VERSION | rollback` manage the aliases; the champion history is the "
+        f"model tag `{HISTORY_TAG}`."
+    )
+
+
+def version_description(
+    alpha: float,
+    rule: SelectionParams,
+    decision: Decision,
+    metrics: Mapping[str, float],
+    provenance: Mapping[str, str],
+    link: str,
+) -> str:
+    """The version's description: alpha, why this alpha won, the gate's decision, figures, provenance."""
+    if rule.rule == "fixed":
+        why_alpha = f"rule `fixed`: alpha {rule.alpha:g} is set in params.yaml"
+    else:
+        why_alpha = (f"rule `{rule.rule}`: lowest `{rule.metric}` among the alphas whose PSNR-Y is within "
+                     f"{rule.psnr_margin_db:g} dB of the PSNR model (alpha 0)")  # fmt: skip
+    figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
+    return (
+        f"ESRGAN x4 generator interpolated with alpha {alpha:g} (0 = PSNR model, 1 = GAN model).\n\n"
+        f"- Why this alpha: {why_alpha}.\n"
+        f"- Gate: **{decision.label}**: {decision.reason}.\n"
+        f"- Validation metrics (mean over the validation split): {figures}.\n"
+        f"- Data: `data.dvc` md5 `{provenance.get('data.dvc.md5', 'unknown')}`; "
+        f"git commit `{provenance.get('git.commit', 'unknown')}`"
+        f"{' (dirty tree)' if provenance.get('git.dirty') == 'true' else ''}.\n"
+        f"- Produced by {link}."
+    )
+
+
+def sweep_images(models: Mapping[float, Path], val_dir: Path, scale: int, photos: int) -> dict[str, Any]:
+    """The trade-off at a glance: for the first ``photos`` validation photos, the same crop as
+    LR | bicubic | every alpha | HR (``esrgan.visualize.sweep_comparisons``)."""
+    from esrgan.data import to_rgb8
+    from esrgan.imageio import is_image_path, read_image
+    from esrgan.models import load_generator
+    from esrgan.visualize import sweep_comparisons
+
+    if not val_dir.is_dir():
+        return {}
+    paths = sorted(p for p in val_dir.iterdir() if p.is_file() and is_image_path(p))[:photos]
+    generators = {alpha: load_generator(path) for alpha, path in models.items()}
+    return sweep_comparisons({p.stem: to_rgb8(read_image(p))[0] for p in paths}, generators, scale)
+
+
 def register_step(
     ctx: StepContext,
     reports: Sequence[Path],
@@ -116,8 +262,14 @@ def register_step(
     plot_csv: Path,
     plot_png: Path,
     registered_file: Path,
+    val_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Select the champion alpha, register its generator (alias), finish the pipeline's parent run."""
+    """Select the best alpha, register it as ``@challenger``, promote it to the champion alias if it is
+    at least as good as the current champion on the same images, finish the pipeline's parent run.
+
+    ``val_dir`` (default ``<data.path>/val``) is where the current champion is re-evaluated when
+    its recorded figures come from other data.
+    """
     params = ctx.params.registration
     loaded = [json.loads(Path(p).read_text()) for p in reports]
     rows = summarise(loaded)
@@ -129,37 +281,79 @@ def register_step(
     write_plot_data(rows, plot_csv)
     draw_plot(rows, alpha, plot_png)
     metrics = {k: v for k, v in chosen.items() if k != "alpha" and v is not None}
+    val_dir = val_dir if val_dir is not None else ctx.root / ctx.params.data.path / "val"
+    eval_key = evaluation_key(ctx, loaded[0])
+    provenance = provenance_tags(ctx.root, ctx.tracking.params_file)
+    name = params.model_name
     with stage_run(ctx.tracking, "register", ctx.params.section("register")) as run:
+        client = MlflowClient()
+        previous = alias_version(client, name, params.alias)
         info = log_generator_model(
-            model_path, registered_model_name=params.model_name,
+            model_path, registered_model_name=name,
             max_input_pixels=params.max_input_pixels, tile=params.serve_tile,
         )  # fmt: skip
         version = str(info.registered_model_version)
-        client = MlflowClient()
-        client.set_registered_model_alias(params.model_name, params.alias, version)
-        client.set_model_version_tag(params.model_name, version, "alpha", f"{alpha:g}")
-        for key, value in metrics.items():
-            client.set_model_version_tag(params.model_name, version, key, f"{value:.4f}")
-        mlflow.log_metrics({f"champion_{k}": float(v) for k, v in metrics.items()})
-        mlflow.log_param("champion_alpha", alpha)
+        version_tags = {
+            "alpha": f"{alpha:g}", **{k: f"{v:.4f}" for k, v in metrics.items()}, **provenance,
+            **({EVAL_KEY_TAG: eval_key} if eval_key else {}),
+            "selection.rule": params.selection.rule, "selection.metric": params.selection.metric,
+            "pipeline_run_id": parent_run_id(ctx.tracking), "register_run_id": run.info.run_id,
+        }  # fmt: skip
+        for key, value in version_tags.items():
+            client.set_model_version_tag(name, version, key, value)
+        client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
+
+        old_figures, how = None, "no champion yet"
+        if previous is not None:
+            champion = client.get_model_version(name, previous)
+            wanted = [m for m in ("psnr_y", params.selection.metric) if m in metrics] or list(metrics)
+            old_figures, how = champion_figures(ctx, client, champion, eval_key, val_dir, wanted)
+        decision = decide(
+            metrics, old_figures, params.selection, champion_version=previous,
+            force=params.force_promote, compared_on=f"data {provenance['data.dvc.md5']}; {eval_key or 'images unknown'}; {how}",
+        )  # fmt: skip
+        for key, value in decision.tags().items():
+            client.set_model_version_tag(name, version, key, value)
+        if decision.promote:
+            promote(client, name, version, params.alias, decision.reason)
+        champion_version = version if decision.promote else previous
+        link = _run_link(parent_run_id(ctx.tracking), ctx.tracking.experiment_id)
+        client.update_registered_model(name, description=model_description(name, params.alias))
+        client.update_model_version(
+            name, version, description=version_description(alpha, params.selection, decision, metrics, provenance, link)
+        )
+        mlflow.log_metrics({f"challenger_{k}": float(v) for k, v in metrics.items()})
+        mlflow.log_metrics({f"champion_{k}": float(v) for k, v in (old_figures or {}).items()})
+        mlflow.log_params({"challenger_alpha": alpha, "challenger_version": version})
+        mlflow.set_tags({"decision": decision.label, "decision.reason": decision.reason[:4900],
+                         "champion_version": str(champion_version), "previous_champion_version": str(previous)})  # fmt: skip
         mlflow.log_artifact(str(plot_png))
+        for photo, image in sweep_images(models, val_dir, ctx.params.model.scale, ctx.params.logging.num_samples):
+            mlflow.log_image(image, f"sweep/{photo}_lr_bicubic_alphas_hr.png")
         mlflow.log_dict({"rows": rows}, "alpha_comparison.json")
         register_run = run.info.run_id
     parent = parent_run_id(ctx.tracking)
     client.log_artifact(parent, str(plot_png))
-    client.log_metric(parent, "champion_alpha", alpha)
+    client.log_metric(parent, "challenger_alpha", alpha)
+    client.set_tag(parent, "decision", f"{decision.label}: {decision.reason}"[:4900])
     for key, value in metrics.items():
-        client.log_metric(parent, f"champion_{key}", float(value))
+        client.log_metric(parent, f"challenger_{key}", float(value))
     finish_parent(ctx.tracking)
     summary = {
-        "champion": {"alpha": alpha, **metrics},
+        "challenger": {"alpha": alpha, **metrics},
         "alphas": [r for r in rows if r["alpha"] is not None],
         "bicubic": {k: v for k, v in rows[-1].items() if k != "alpha"},
     }
     write_json(summary_file, summary)
     registered = {
-        "model_name": params.model_name, "version": version, "alias": params.alias, "alpha": alpha,
-        "model_uri": f"models:/{params.model_name}@{params.alias}", "metrics": metrics,
+        "model_name": name, "version": version, "alpha": alpha,
+        "alias": params.alias if decision.promote else CHALLENGER_ALIAS,
+        "decision": decision.label, "reason": decision.reason, "forced": bool(params.force_promote and previous),
+        "champion_version": champion_version, "previous_champion_version": previous,
+        "comparison": {"compared_on": decision.compared_on, "challenger": decision.challenger,
+                       "champion": decision.champion},
+        "model_uri": f"models:/{name}@{params.alias}", "version_uri": f"models:/{name}/{version}",
+        "onnx_uri": f"models:/{name}/{version}/artifacts/{ONNX_FILE}", "metrics": metrics,
         "register_run_id": register_run, "pipeline_run_id": parent,
     }  # fmt: skip
     write_json(registered_file, registered)
