@@ -70,9 +70,9 @@ def at_least_as_good(
 ) -> tuple[bool, str]:
     """The selection rule applied to two models measured on the same images.
 
-    The challenger wins when its ``rule.metric`` is lower or equal (lower is better) and its
-    PSNR-Y is at most ``rule.psnr_margin_db`` below the champion's: the same trade-off that picks
-    an alpha within a run (perceptual quality, bounded loss of fidelity).
+    The challenger wins when its ``rule.metric`` is at least as good (in the metric's direction,
+    ``METRIC_DIRECTION``) and its PSNR-Y is at most ``rule.psnr_margin_db`` below the champion's:
+    the same trade-off that picks an alpha within a run (perceptual quality, bounded loss of fidelity).
     """
     metric = rule.metric
     new, old = challenger.get(metric), champion.get(metric)
@@ -85,9 +85,13 @@ def at_least_as_good(
         return False, (
             f"challenger psnr_y {new_psnr:.4f} is more than {rule.psnr_margin_db:g} dB below the champion's {old_psnr:.4f}"
         )
-    if new <= old:
-        return True, f"challenger {metric} {new:.4f} <= champion's {old:.4f} (lower is better)"
-    return False, f"challenger {metric} {new:.4f} > champion's {old:.4f} (lower is better)"
+    from pipeline.params import METRIC_DIRECTION
+
+    lower = METRIC_DIRECTION[metric] == "min"
+    better = "lower is better" if lower else "higher is better"
+    if (new <= old) if lower else (new >= old):
+        return True, f"challenger {metric} {new:.4f} {'<=' if lower else '>='} champion's {old:.4f} ({better})"
+    return False, f"challenger {metric} {new:.4f} {'>' if lower else '<'} champion's {old:.4f} ({better})"
 
 
 def decide(
