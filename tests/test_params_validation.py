@@ -66,7 +66,7 @@ def test_every_model_of_the_schema_rejects_unknown_keys() -> None:
         ({"register__selection__rule": "fixed"}, "params.yaml: register.selection.alpha: rule 'fixed' needs an alpha"),
         ({"register__selection__alpha": 0.2}, "params.yaml: register.selection.alpha (0.2) is set but only rule 'fixed'"),
         ({"register__selection__metric": "psnr"}, "params.yaml: register.selection.metric: Input should be 'niqe'"),
-        ({"evaluate__perceptual": False}, "params.yaml: register.selection.metric (niqe) is not computed"),
+        ({"evaluate__perceptual": False}, "params.yaml: register.selection.metric (stlpips_alex) is not computed"),
         ({"interpolate__alphas": [0.0, 0.5, 1.5, 1.0]}, "params.yaml: interpolate.alphas: alphas must lie in [0, 1]"),
         ({"interpolate__alphas": [0.0, 0.5, 0.5, 1.0]}, "params.yaml: interpolate.alphas: alphas must be increasing"),
         ({"trianing": {"lr": 1}}, "params.yaml: trianing: unknown key"),
