@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import pickle
 import re
@@ -309,10 +310,19 @@ def save_generator(model: RRDBNet, path: str | os.PathLike[str]) -> Path:
     if path.suffix == ".safetensors":
         from safetensors.torch import save as save_bytes
 
-        return write_bytes(path, save_bytes(state, metadata={"format": "pt", "arch": "ESRGAN"}))
+        return write_bytes(path, _canonical_safetensors(save_bytes(state, metadata={"format": "pt", "arch": "ESRGAN"})))
     if path.suffix in (".pth", ".pt"):
         return write_bytes(path, generator_pth_bytes(state))
     raise ValueError(f"{path}: unsupported generator format, use .pth or .safetensors")
+
+
+def _canonical_safetensors(raw: bytes) -> bytes:
+    """Re-write the JSON header with sorted keys: safetensors orders ``__metadata__`` by a hash map,
+    so equal tensors gave different bytes. Offsets are explicit, so key order is free."""
+    size = int.from_bytes(raw[:8], "little")
+    header = json.dumps(json.loads(raw[8 : 8 + size]), sort_keys=True, separators=(",", ":")).encode()
+    header += b" " * (-len(header) % 8)  # the format pads the header to 8-byte alignment with spaces
+    return len(header).to_bytes(8, "little") + header + raw[8 + size :]
 
 
 def generator_pth_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
