@@ -130,3 +130,34 @@ def test_stlpips_vgg16_mapping_reproduces_the_package_network() -> None:
     info = extractor.backbone.as_dict()
     assert info["name"] == "stlpips-vgg16" and "not ImageNet" in info["pretraining"]
     assert build_feature_extractor("stlpips-vgg16").layers == ["conv5_3"]  # VGG16's conv5_4 counterpart
+
+
+def test_stlpips_trunk_deep_features_reward_saturation_shallow_ones_do_not() -> None:
+    """The measured reason the demo's perceptual loss uses conv1_2/conv2_2 (docs/gan-stage.md).
+
+    On a blurry reconstruction (bicubic of a 4x downscale), boosting saturation by 40% brings
+    the deep ST-LPIPS VGG16 features *closer* to HR's, while conv1_2 moves away, as a faithful
+    distance should.
+    """
+    import numpy as np
+    import skimage.data
+
+    from esrgan.data import imresize
+    from esrgan.losses import PerceptualLoss
+
+    hr_np = skimage.data.astronaut()[:192, 160:352]
+    sr_np = imresize(imresize(hr_np, 0.25), 4)
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255
+
+    hr, sr = tensor(hr_np), tensor(sr_np)
+    luma = (sr * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    saturated = (luma + 1.4 * (sr - luma)).clamp(0, 1)
+    ratio = {}
+    with torch.no_grad():
+        for layer in ("conv1_2", "conv3_3", "conv5_3"):
+            loss = PerceptualLoss(layers={layer: 1.0}, backbone="stlpips-vgg16")
+            ratio[layer] = loss(saturated, hr).item() / loss(sr, hr).item()
+    assert ratio["conv1_2"] > 1.05, ratio
+    assert ratio["conv3_3"] < 0.99 and ratio["conv5_3"] < 0.99, ratio
