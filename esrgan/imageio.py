@@ -6,7 +6,9 @@ go through OpenCV so their precision survives.
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -48,6 +50,19 @@ def _bomb(path: Path, exc: Exception) -> ImageReadError:
     return ImageReadError(f"{path}: refused, {str(exc).split(',')[0].lower()} (a decompression bomb?)")
 
 
+@contextlib.contextmanager
+def _read_errors(path: Path) -> Iterator[None]:
+    """PIL's exceptions while opening or decoding ``path`` as one-line :class:`ImageReadError`."""
+    try:
+        yield
+    except UnidentifiedImageError:
+        raise ImageReadError(f"{path}: not an image") from None
+    except Image.DecompressionBombError as exc:
+        raise _bomb(path, exc) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise ImageReadError(f"{path}: corrupt or truncated image ({str(exc).splitlines()[0]})") from None
+
+
 def image_info(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """``(width, height, channels)`` of an image file from its header, without decoding the pixels.
 
@@ -58,22 +73,15 @@ def image_info(path: str | os.PathLike[str]) -> tuple[int, int, int]:
     """
     path = Path(path)
     _check_file(path)
-    try:
-        with Image.open(path) as img:
-            width, height = img.size
-            mode = img.mode
-            if mode == "P":
-                channels = 4 if "transparency" in img.info else 3
-            elif mode in ("1", "L", "I", "F") or mode.startswith(("I;", "F;")):
-                channels = 1
-            else:
-                channels = {"LA": 2, "La": 2, "RGBA": 4, "RGBa": 4}.get(mode, 3)
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image") from None
-    except Image.DecompressionBombError as exc:
-        raise _bomb(path, exc) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({str(exc).splitlines()[0]})") from None
+    with _read_errors(path), Image.open(path) as img:
+        width, height = img.size
+        mode = img.mode
+        if mode == "P":
+            channels = 4 if "transparency" in img.info else 3
+        elif mode in ("1", "L", "I", "F") or mode.startswith(("I;", "F;")):
+            channels = 1
+        else:
+            channels = {"LA": 2, "La": 2, "RGBA": 4, "RGBa": 4}.get(mode, 3)
     return width, height, channels
 
 
@@ -96,25 +104,18 @@ def read_image(path: str | os.PathLike[str]) -> np.ndarray:
         if arr.ndim == 3:
             arr = cv2.cvtColor(arr, cv2.COLOR_BGRA2RGBA if arr.shape[2] == 4 else cv2.COLOR_BGR2RGB)
         return arr
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode == "P":
-                img = img.convert("RGBA" if "transparency" in img.info else "RGB")
-            elif mode in ("I", "I;16", "I;16B", "I;16L"):
-                return np.asarray(img).astype(np.int64).clip(0, 65535).astype(np.uint16)
-            elif mode == "1" or mode.startswith("F"):
-                img = img.convert("L")
-            elif mode not in ("L", "LA", "RGB", "RGBA"):
-                img = img.convert("RGB")  # CMYK, YCbCr, ...
-            return np.array(img)
-    except UnidentifiedImageError:
-        raise ImageReadError(f"{path}: not an image") from None
-    except Image.DecompressionBombError as exc:
-        raise _bomb(path, exc) from None
-    except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageReadError(f"{path}: corrupt or truncated image ({str(exc).splitlines()[0]})") from None
+    with _read_errors(path), Image.open(path) as img:
+        img.load()
+        mode = img.mode
+        if mode == "P":
+            img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+        elif mode in ("I", "I;16", "I;16B", "I;16L"):
+            return np.asarray(img).astype(np.int64).clip(0, 65535).astype(np.uint16)
+        elif mode == "1" or mode.startswith("F"):
+            img = img.convert("L")
+        elif mode not in ("L", "LA", "RGB", "RGBA"):
+            img = img.convert("RGB")  # CMYK, YCbCr, ...
+        return np.array(img)
 
 
 def write_image(path: str | os.PathLike[str], image: np.ndarray) -> Path:
