@@ -80,9 +80,14 @@ def podman_socket(folder: Path, timeout: float = 60) -> Iterator[str]:
             if proc.poll() is not None:
                 raise RuntimeError(f"podman system service exited with {proc.returncode}: {log.read_text()[-2000:]}")
             if sock.exists():
-                with contextlib.suppress(docker.errors.DockerException), docker.DockerClient(base_url=url) as client:
+                client = docker.DockerClient(base_url=url)
+                try:
                     if client.ping():
                         break
+                except docker.errors.DockerException:
+                    pass
+                finally:
+                    client.close()
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{url} did not answer within {timeout}s: {log.read_text()[-2000:]}")
             time.sleep(0.5)

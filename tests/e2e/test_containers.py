@@ -215,12 +215,12 @@ def test_generators_reports_and_plot_exist(container_run: dict[str, Any]) -> Non
     from esrgan.models import load_generator
 
     root = container_run["pipeline_root"]
-    generators = sorted(root.glob("*/interpolate*/model/generator.pth"))
+    generators = sorted(root.glob("*/for-loop-*/interpolate/model/generator.pth"))  # one per ParallelFor item
     assert len(generators) == 3
     for path in [*generators, *root.glob("*/pretrain-psnr/model/generator.pth")]:
         model = load_generator(path)
         assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 3, 32, 32)
-    reports = sorted(root.glob("*/evaluate*/report"))
+    reports = sorted(root.glob("*/for-loop-*/evaluate/report"))
     assert len(reports) == 3
     alphas = sorted(json.loads(p.read_text())["alpha"] for p in reports)
     assert alphas == [0.0, 0.5, 1.0]
