@@ -129,6 +129,8 @@ def provenance_tags(root: Path, params_file: Path | None = None) -> dict[str, st
         "git.dirty": str(bool(_git(root, "status", "--porcelain", "--untracked-files=no"))).lower(),
         "data.dvc.md5": _data_hash(root) or "unknown",
     }
+    if variant := os.environ.get("ESRGAN_IMAGE_VARIANT"):  # set by the image (cpu/cuda): ran in a container
+        tags["image.variant"] = variant
     if params_file is not None and params_file.is_file():
         tags["params.sha256"] = hashlib.sha256(params_file.read_bytes()).hexdigest()[:16]
     return tags

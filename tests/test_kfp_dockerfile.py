@@ -1,4 +1,6 @@
-"""The project image's Dockerfile lints clean (it cannot be built without a Docker daemon here)."""
+"""The project image's Dockerfile lints clean; ``./run image`` checks its arguments before building.
+
+Building and running the image: ``tests/e2e/test_containers.py`` (podman, slow)."""
 
 from __future__ import annotations
 
@@ -35,3 +37,10 @@ def test_dockerfile_variants_non_root_and_no_secrets() -> None:
         assert word not in text
     ignored = (REPO / ".dockerignore").read_text()
     assert ignored.splitlines()[1] == "**" and "!esrgan/**" in ignored
+
+
+def test_run_image_rejects_an_unknown_variant_before_building() -> None:
+    result = subprocess.run([str(REPO / "run"), "image", "cuda", "gpu"], cwd=REPO, capture_output=True, text=True,
+                            timeout=30)  # fmt: skip
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.strip() == "./run image: variant must be cpu or cuda, got gpu"
