@@ -328,7 +328,8 @@ def register_step(
         mlflow.set_tags({"decision": decision.label, "decision.reason": decision.reason[:4900],
                          "champion_version": str(champion_version), "previous_champion_version": str(previous)})  # fmt: skip
         mlflow.log_artifact(str(plot_png))
-        for photo, image in sweep_images(models, val_dir, ctx.params.model.scale, ctx.params.logging.num_samples):
+        sweep = sweep_images(models, val_dir, ctx.params.model.scale, ctx.params.logging.num_samples)
+        for photo, image in sweep.items():
             mlflow.log_image(image, f"sweep/{photo}_lr_bicubic_alphas_hr.png")
         mlflow.log_dict({"rows": rows}, "alpha_comparison.json")
         register_run = run.info.run_id
