@@ -172,5 +172,12 @@ def test_changing_only_the_alphas_reruns_only_their_stages(project: Path, tracki
     assert result.returncode == 0, result.stderr[-2000:]
     ran = sorted(line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage"))
     assert ran == ["evaluate@0.25", "interpolate@0.25", "register"]
-    version = client(tracking_uri).get_model_version_by_alias("esrgan-x4", "champion")
-    assert version.version == "2"
+    # The rerun registers version 2 as the challenger; the gate moves @champion only if it is at
+    # least as good on the same images, and records why either way.
+    c = client(tracking_uri)
+    challenger = c.get_model_version_by_alias("esrgan-x4", "challenger")
+    assert challenger.version == "2"
+    champion = c.get_model_version_by_alias("esrgan-x4", "champion")
+    decision = challenger.tags["decision"]
+    assert decision in ("promoted", "kept-champion"), challenger.tags
+    assert champion.version == ("2" if decision == "promoted" else "1"), (decision, challenger.tags["decision.reason"])

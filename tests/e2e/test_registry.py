@@ -46,6 +46,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("project")
     params = tiny_params()
     params["evaluate"]["max_images"] = None  # the champion is re-evaluated on both validation images
+    params["register"]["selection"]["metric"] = "niqe"  # the crafted reports below carry NIQE
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     set_data(root, "aaaa1111.dir", seed=0)
     return root
