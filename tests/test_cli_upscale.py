@@ -7,26 +7,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
-
-from esrgan.models import RRDBNet, save_generator
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "pipeline.cli", *map(str, args)], capture_output=True, text=True, timeout=120
     )
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pth"
-    with pytest.warns(UserWarning):
-        save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), path)
-    return path
 
 
 def test_upscales_files_and_folders_and_reports_bad_ones(model_file: Path, tmp_path: Path) -> None:

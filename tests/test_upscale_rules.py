@@ -15,17 +15,7 @@ import pytest
 import torch
 from PIL import Image
 
-from esrgan.models import RRDBNet, save_generator
 from pipeline.cli import main
-
-
-@pytest.fixture(scope="module")
-def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("model") / "tiny.pth"
-    with pytest.warns(UserWarning):
-        save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), path)
-    return path
 
 
 def png(path: Path, value: int = 100, size: tuple[int, int] = (6, 8)) -> Path:
