@@ -57,7 +57,7 @@ def sweep(demo_training: DemoTraining) -> dict[float, dict]:
     return reports
 
 
-def test_gan_model_is_more_natural_without_a_colour_cast(demo_training: DemoTraining, sweep) -> None:  # type: ignore[no-untyped-def]
+def test_gan_model_is_perceptually_closer_without_a_colour_cast(demo_training: DemoTraining, sweep) -> None:  # type: ignore[no-untyped-def]
     psnr, gan = sweep[0.0]["model"]["mean"], sweep[1.0]["model"]["mean"]
     assert gan["stlpips_alex"] <= psnr["stlpips_alex"] - 0.02, (gan, psnr)
     scale = demo_training.params.model.scale
