@@ -8,8 +8,6 @@ import base64
 import io
 import json
 import struct
-import urllib.error
-import urllib.request
 import warnings
 import zlib
 from pathlib import Path
@@ -112,7 +110,7 @@ def test_real_server_answers_a_bomb_with_one_sentence(tmp_path: Path) -> None:
     import mlflow
 
     from pipeline.registry import ESRGAN_PACKAGE, PYFUNC_CODE, _signature
-    from tests.e2e.servers import model_server
+    from tests.e2e.servers import model_server, post_invocations
 
     gen = tmp_path / "generator.safetensors"
     with warnings.catch_warnings():
@@ -126,14 +124,7 @@ def test_real_server_answers_a_bomb_with_one_sentence(tmp_path: Path) -> None:
     )  # fmt: skip
 
     def post(url: str, images: list[str]) -> tuple[int, dict[str, Any]]:
-        payload = {"dataframe_split": {"columns": ["image"], "data": [[im] for im in images]}}
-        req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
-                                     headers={"Content-Type": "application/json"})  # fmt: skip
-        try:
-            with urllib.request.urlopen(req, timeout=120) as r:
-                return r.status, json.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read())
+        return post_invocations(url, {"dataframe_split": {"columns": ["image"], "data": [[im] for im in images]}})
 
     with model_server(str(model_dir), tmp_path, f"sqlite:///{tmp_path / 'unused.db'}") as url:
         status, body = post(url, [b64(header_only_png(30000, 30000))])

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
 import subprocess
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from tests.e2e.project import VENV_BIN, env
 
@@ -92,3 +95,14 @@ def model_server(model_uri: str, workdir: Path, tracking_uri: str, **extra_env: 
     url = f"http://127.0.0.1:{port}"
     with process(cmd, workdir, f"{url}/ping", workdir / "serve.log", MLFLOW_TRACKING_URI=tracking_uri, **extra_env):
         yield url
+
+
+def post_invocations(url: str, payload: dict[str, Any]) -> tuple[int, Any]:
+    """POST ``payload`` to a served model's ``/invocations``; the status and the JSON body, errors included."""
+    req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
+                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())

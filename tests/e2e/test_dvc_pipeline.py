@@ -6,8 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ import yaml
 from PIL import Image
 
 from tests.e2e.project import make_project, run
-from tests.e2e.servers import mlflow_server, model_server
+from tests.e2e.servers import mlflow_server, model_server, post_invocations
 
 pytestmark = pytest.mark.slow
 
@@ -63,16 +61,6 @@ def png_b64(h: int, w: int) -> str:
     buf = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)).save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode()
-
-
-def post(url: str, payload: dict[str, Any]) -> tuple[int, Any]:
-    req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, json.loads(r.read())
-    except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
 
 
 def test_rebuilt_sample_data_matches_the_committed_data_dvc(project: Path) -> None:
@@ -138,7 +126,7 @@ def test_nothing_changed_means_nothing_runs(project: Path, tracking_uri: str) ->
 
 def test_served_champion_upscales_and_rejects_bad_requests(project: Path, tracking_uri: str, tmp_path: Path) -> None:
     with model_server("models:/esrgan-x4@champion", tmp_path, tracking_uri, ESRGAN_MAX_INPUT_PIXELS="400") as url:
-        status, body = post(url, {"dataframe_split": {"columns": ["image"], "data": [[png_b64(10, 12)]]}})
+        status, body = post_invocations(url, {"dataframe_split": {"columns": ["image"], "data": [[png_b64(10, 12)]]}})
         assert status == 200
         pred = body["predictions"][0]
         out = Image.open(io.BytesIO(base64.b64decode(pred["image"])))
@@ -149,9 +137,9 @@ def test_served_champion_upscales_and_rejects_bad_requests(project: Path, tracki
             ([[base64.b64encode(b"hello").decode()]], "not a readable image"),
             ([[png_b64(30, 30)]], "exceeds the server limit of 400 pixels"),
         ):
-            status, body = post(url, {"dataframe_split": {"columns": ["image"], "data": bad}})
+            status, body = post_invocations(url, {"dataframe_split": {"columns": ["image"], "data": bad}})
             assert status == 400 and reason in body["message"]
-        status, body = post(url, {"dataframe_split": {"columns": ["picture"], "data": [[png_b64(4, 4)]]}})
+        status, body = post_invocations(url, {"dataframe_split": {"columns": ["picture"], "data": [[png_b64(4, 4)]]}})
         assert status == 400 and "image" in body["message"]
 
 
