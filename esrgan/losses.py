@@ -26,9 +26,6 @@ from torch import nn
 
 from esrgan.perceptual import VGGFeatureExtractor, build_feature_extractor
 
-#: Default weights of the generator's total loss (paper, section 4.1).
-W_PERCEP, W_GAN, W_PIXEL = 1.0, 5e-3, 1e-2
-
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))
@@ -44,12 +41,6 @@ def ra_discriminator_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor)
     l_real = 0.5 * _bce(real_logits - fake_logits.detach().mean(), 1.0)
     l_fake = 0.5 * _bce(fake_logits - real_logits.detach().mean(), 0.0)
     return l_real, l_fake
-
-
-def ra_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
-    """``L_D`` averaged over its two terms (see the module docstring)."""
-    l_real, l_fake = ra_discriminator_terms(real_logits, fake_logits)
-    return l_real + l_fake
 
 
 def ra_generator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
@@ -132,9 +123,9 @@ def generator_loss(
     l_percep: torch.Tensor,
     l_gan: torch.Tensor,
     l_pixel: torch.Tensor,
-    w_percep: float = W_PERCEP,
-    w_gan: float = W_GAN,
-    w_pixel: float = W_PIXEL,
+    w_percep: float = 1.0,  # the paper's weights (section 4.1), as LossWeights' defaults
+    w_gan: float = 5e-3,
+    w_pixel: float = 1e-2,
     l_chroma: torch.Tensor | None = None,
     w_chroma: float = 0.0,
 ) -> torch.Tensor:

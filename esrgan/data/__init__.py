@@ -9,7 +9,7 @@ Typical flow::
     val = PairedImageDataset("data/val/hr", "data/val/lr")
 """
 
-from esrgan.data.config import ExtractConfig, ImportConfig, PairedDatasetConfig
+from esrgan.data.config import ExtractConfig
 from esrgan.data.convert import to_rgb8
 from esrgan.data.dataset import PairedImageDataset, PairedPatchDataset, augment_pair
 from esrgan.data.div2k import DownloadError, download_div2k
@@ -26,8 +26,6 @@ __all__ = [
     "VAL_DIR",
     "DownloadError",
     "ExtractConfig",
-    "ImportConfig",
-    "PairedDatasetConfig",
     "PairedImageDataset",
     "PairedPatchDataset",
     "SampleSourceError",

@@ -41,30 +41,3 @@ class ExtractConfig(BaseModel):
         if self.thresh_size >= self.crop_size:
             raise ValueError(f"thresh_size {self.thresh_size} must be smaller than crop_size {self.crop_size}")
         return self
-
-
-class PairedDatasetConfig(BaseModel):
-    """Random aligned LR/HR training crops (see :class:`esrgan.data.PairedPatchDataset`)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    patch_size: int = Field(128, gt=0, description="HR crop side; the LR crop is patch_size // scale.")
-    scale: Literal[1, 2, 3, 4, 8] = 4
-    augment: bool = Field(True, description="Random horizontal/vertical flips and transposes (90-degree rotations).")
-    seed: int = Field(0, ge=0, description="Crops and augmentations are a function of (seed, epoch, index) only.")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> PairedDatasetConfig:
-        if self.patch_size % self.scale:
-            raise ValueError(f"patch_size {self.patch_size} must be a multiple of scale {self.scale}")
-        return self
-
-
-class ImportConfig(BaseModel):
-    """Copying a folder of HR images into the train/val layout."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="Share of images held out for validation.")
-    val_names: list[str] | None = Field(None, description="Explicit validation file names (overrides val_fraction).")
-    seed: int = Field(0, ge=0, description="Seed of the random validation pick.")

@@ -3,7 +3,7 @@
 from esrgan.models.checkpoints import CheckpointError, infer_config, load_generator, save_generator
 from esrgan.models.discriminator import VGGDiscriminator
 from esrgan.models.interpolation import interpolate
-from esrgan.models.rrdbnet import RRDB, ResidualDenseBlock, RRDBNet, rrdbnet_x4
+from esrgan.models.rrdbnet import RRDB, ResidualDenseBlock, RRDBNet
 
 __all__ = [
     "RRDB",
@@ -14,6 +14,5 @@ __all__ = [
     "infer_config",
     "interpolate",
     "load_generator",
-    "rrdbnet_x4",
     "save_generator",
 ]

@@ -131,7 +131,3 @@ class RRDBNet(nn.Module):
             feat = self.lrelu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
 
-
-def rrdbnet_x4(**overrides: int) -> RRDBNet:
-    """The paper's x4 generator (nf 64, 23 blocks, growth 32); keyword arguments override."""
-    return RRDBNet(**{"scale": 4, **overrides})

@@ -2,7 +2,7 @@
 
 A checkpoint is a plain dict of tensors, numbers, strings, lists and dicts (no pickled objects):
 
-``format``, ``stage``, ``iteration``, ``sampler_position``, ``config`` (the validated config as a
+``format``, ``stage``, ``iteration``, ``config`` (the validated config as a
 JSON-style dict), ``generator``, ``generator_ema`` (when EMA is on), ``discriminator`` (GAN),
 ``optimizer_g``, ``optimizer_d`` (GAN), ``scaler_g``/``scaler_d`` (fp16), ``rng`` (see
 :func:`rng_state`), ``metrics`` (last logged values).

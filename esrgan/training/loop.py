@@ -287,7 +287,6 @@ def train(
             state: dict[str, Any] = {
                 "stage": stage,
                 "iteration": done,
-                "sampler_position": sampler.position(done),
                 "config": cfg.to_dict(),
                 "generator": generator.state_dict(),
                 "optimizer_g": opt_g.state_dict(),
