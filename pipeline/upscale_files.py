@@ -23,6 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from esrgan.devices import DeviceError, resolve_device
 from esrgan.imageio import ImageReadError, image_info, is_image_path, read_image, write_image
 from esrgan.inference import DEFAULT_TILE_PAD, InsufficientMemoryError, available_memory, plan_tile, upscale
 from esrgan.models import RRDBNet
@@ -52,40 +53,16 @@ def collect_inputs(inputs: Iterable[Path]) -> list[Path]:
     return files
 
 
-def resolve_device(name: str) -> str:
-    """``auto`` means CUDA when available, else CPU; anything else must exist on this machine.
-
-    Raises:
-        UpscaleError: an unknown device type (``tpu``), or CUDA/MPS that this machine lacks.
-    """
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise UpscaleError(f"--device {name}: unknown device; use auto, cpu, cuda, cuda:N or mps") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise UpscaleError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise UpscaleError(f"--device {name}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-    elif dev.type == "mps":
-        if not torch.backends.mps.is_available():
-            raise UpscaleError(f"--device {name}: MPS is not available on this machine; use --device cpu")
-    elif dev.type != "cpu":
-        raise UpscaleError(f"--device {name}: unsupported device type {dev.type!r}; use auto, cpu, cuda or mps")
-    return str(dev)
-
-
 def load_model_for_inference(model_ref: str, device: str = "auto") -> RRDBNet:
     """Load a generator from a file (or a ``models:/`` registry URI) onto ``device``, ready for inference."""
     import torch
 
     from esrgan.models import load_generator
 
-    dev = torch.device(resolve_device(device))  # before loading: a bad --device fails fast
+    try:  # before loading: a bad --device fails fast
+        dev = resolve_device(device)
+    except DeviceError as exc:
+        raise UpscaleError(f"--device {str(exc).replace('; use cpu', '; use --device cpu')}") from None
     if model_ref.startswith(("models:/", "runs:/")):
         from pipeline.registry import load_registered_generator
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from esrgan.devices import DeviceError, resolve_device
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -31,19 +33,14 @@ class DistContext:
         return self.world_size > 1
 
 
-def resolve_device(preference: str, local_rank: int = 0) -> torch.device:
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("runtime.device is 'cuda' but CUDA is not available")
-        return torch.device("cuda", local_rank)
-    return torch.device("cpu")
-
-
 def init_distributed(device_preference: str = "auto") -> DistContext:
     """Join the process group when launched by torchrun (``WORLD_SIZE`` > 1), else single process."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    device = resolve_device(device_preference, local_rank)
+    try:
+        device = resolve_device(device_preference, local_rank)
+    except DeviceError as exc:
+        raise DeviceError(f"runtime.device {exc}") from None
     if world_size <= 1:
         return DistContext(device=device)
     if device.type == "cuda":
