@@ -7,7 +7,7 @@ A step is everything one iteration of the GAN stage does after the batch is on t
 G forward, L1 + perceptual (VGG19 ``conv5_4`` before ReLU) + relativistic GAN loss, G backward and
 Adam step (D frozen), then D forward on real and fake, RaGAN loss, D backward and Adam step.
 
-* ours: ``esrgan.training.steps.generator_step`` + ``discriminator_step`` (what ``train_gan``
+* ours: ``esrgan.training.updates.generator_step`` + ``discriminator_step`` (what ``train_gan``
   runs), with ``RRDBNet``, ``VGGDiscriminator`` and ``PerceptualLoss``.
 * basicsr: the unmodified ``ESRGANModel.optimize_parameters`` of ``basicsr-fixed`` with BasicSR's
   ``RRDBNet``, ``VGGStyleDiscriminator``, ``L1Loss``, ``PerceptualLoss`` and ``GANLoss('vanilla')``,
@@ -43,7 +43,7 @@ import peers
 from esrgan.losses import PerceptualLoss
 from esrgan.models import RRDBNet, VGGDiscriminator
 from esrgan.training.config import LossWeights
-from esrgan.training.steps import discriminator_step, generator_step
+from esrgan.training.updates import discriminator_step, generator_step
 
 SCRIPT = Path(__file__).resolve()
 ARCH = {"num_feat": 64, "num_block": 23, "num_grow": 32, "scale": 4}

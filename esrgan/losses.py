@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from esrgan.perceptual import VGGFeatureExtractor, build_feature_extractor
+from esrgan.feature_extractor import VGGFeatureExtractor, build_feature_extractor
 
 
 def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
@@ -78,10 +78,10 @@ class PerceptualLoss(nn.Module):
     """Weighted L1 distance between frozen VGG features (pre-activation) of SR and HR.
 
     Args:
-        extractor: a :class:`~esrgan.perceptual.VGGFeatureExtractor`; built from ``backbone``
+        extractor: a :class:`~esrgan.feature_extractor.VGGFeatureExtractor`; built from ``backbone``
             and ``layers`` when omitted.
         layers: ``{layer name: weight}``; default ``{default layer: 1.0}`` (conv5_4 for VGG19).
-        backbone: see :func:`esrgan.perceptual.build_feature_extractor`.
+        backbone: see :func:`esrgan.feature_extractor.build_feature_extractor`.
         allow_download: passed to the backbone loader.
 
     ``forward(sr, hr)`` returns ``sum_l w_l * L1(phi_l(sr), phi_l(hr))``, HR features detached.

@@ -198,12 +198,12 @@ def _add_interpolate(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--psnr", type=Path, required=True)
     p.add_argument("--gan", type=Path, required=True)
     p.add_argument("--alphas", default="0,0.2,0.4,0.6,0.8,1", help="comma-separated GAN weights in [0, 1]")
-    p.add_argument("--out", "-o", type=Path, required=True, help="folder for net_alpha_<a>.pth files")
+    p.add_argument("--out", "-o", type=Path, required=True, help="folder for alpha_<a>.pth files")
     p.set_defaults(handler=_run_interpolate)
 
 
 def _run_interpolate(args: argparse.Namespace) -> int:
-    from esrgan.training import interpolate_sweep
+    from esrgan.models import interpolate_sweep
 
     try:
         alphas = [float(a) for a in args.alphas.split(",")]

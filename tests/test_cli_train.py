@@ -39,9 +39,9 @@ def test_train_both_stages_then_interpolate(tmp_path: Path) -> None:
     interp = run(["esrgan", "interpolate", "--psnr", psnr_result["generator_path"], "--gan", gan_path,
                   "--alphas", "0,0.5,1", "-o", str(out)], tmp_path)  # fmt: skip
     assert interp.returncode == 0, interp.stderr[-2000:]
-    assert sorted(p.name for p in out.iterdir()) == ["net_alpha_0.00.pth", "net_alpha_0.50.pth", "net_alpha_1.00.pth"]
+    assert sorted(p.name for p in out.iterdir()) == ["alpha_0.0.pth", "alpha_0.5.pth", "alpha_1.0.pth"]
     a, b = load_generator(psnr_result["generator_path"]).state_dict(), load_generator(gan_path).state_dict()
-    mid = load_generator(out / "net_alpha_0.50.pth").state_dict()
+    mid = load_generator(out / "alpha_0.5.pth").state_dict()
     assert all(torch.allclose(mid[k], (a[k] + b[k]) / 2, atol=1e-6) for k in a)
 
     bad = run(["esrgan", "interpolate", "--psnr", "x.pth", "--gan", "y.pth", "--alphas", "0,a", "-o", str(out)],

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from esrgan.feature_extractor import build_feature_extractor
 from esrgan.losses import (
     PerceptualLoss,
     chroma_loss,
@@ -16,7 +17,6 @@ from esrgan.losses import (
     ra_discriminator_terms,
     ra_generator_loss,
 )
-from esrgan.perceptual import build_feature_extractor
 
 
 def _softplus(x: float) -> float:

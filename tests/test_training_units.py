@@ -10,20 +10,19 @@ import pytest
 import torch
 
 from esrgan.losses import PerceptualLoss
-from esrgan.models import RRDBNet, VGGDiscriminator, load_generator, save_generator
+from esrgan.models import RRDBNet, VGGDiscriminator, alpha_filename, interpolate_sweep, load_generator, save_generator
 from esrgan.training import (
     ConfigError,
     LossWeights,
     ScheduleConfig,
-    interpolate_sweep,
     load_config,
     lr_at,
     parse_config,
 )
-from esrgan.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from esrgan.training.ema import ModelEMA
+from esrgan.training.resume import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from esrgan.training.sampler import EpochIndexed, InfiniteSampler
-from esrgan.training.steps import discriminator_step, generator_step
+from esrgan.training.updates import discriminator_step, generator_step
 from tests._training_helpers import tiny_config
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -217,16 +216,12 @@ def test_interpolate_sweep_endpoints_and_names(tmp_path: Path) -> None:
     a, b = RRDBNet(num_feat=8, num_block=1, num_grow=4), RRDBNet(num_feat=8, num_block=1, num_grow=4)
     pa, pb = save_generator(a, tmp_path / "psnr.pth"), save_generator(b, tmp_path / "gan.pth")
     paths = interpolate_sweep(pa, pb, [0.0, 0.2, 0.5, 1.0], tmp_path / "sweep")
-    assert [p.name for p in paths] == [
-        "net_alpha_0.00.pth",
-        "net_alpha_0.20.pth",
-        "net_alpha_0.50.pth",
-        "net_alpha_1.00.pth",
-    ]
+    assert [p.name for p in paths] == ["alpha_0.0.pth", "alpha_0.2.pth", "alpha_0.5.pth", "alpha_1.0.pth"]
     models = [load_generator(p) for p in paths]
     for key, value in a.state_dict().items():
         assert torch.equal(models[0].state_dict()[key], value)
         assert torch.equal(models[3].state_dict()[key], b.state_dict()[key])
         torch.testing.assert_close(models[2].state_dict()[key], (value + b.state_dict()[key]) / 2)
-    with pytest.raises(ValueError, match="collide"):
-        interpolate_sweep(pa, pb, [0.201, 0.204], tmp_path / "x")
+    assert alpha_filename(0.201) != alpha_filename(0.204)  # names never collide (the old two-decimal ones did)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        interpolate_sweep(pa, pb, [1.5], tmp_path / "x")

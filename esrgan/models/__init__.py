@@ -2,7 +2,7 @@
 
 from esrgan.models.checkpoints import CheckpointError, infer_config, load_generator, save_generator
 from esrgan.models.discriminator import VGGDiscriminator
-from esrgan.models.interpolation import interpolate
+from esrgan.models.interpolation import alpha_filename, interpolate, interpolate_sweep, write_interpolated
 from esrgan.models.rrdbnet import RRDB, ResidualDenseBlock, RRDBNet
 
 __all__ = [
@@ -11,8 +11,11 @@ __all__ = [
     "RRDBNet",
     "ResidualDenseBlock",
     "VGGDiscriminator",
+    "alpha_filename",
     "infer_config",
     "interpolate",
+    "interpolate_sweep",
     "load_generator",
     "save_generator",
+    "write_interpolated",
 ]

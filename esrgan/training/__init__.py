@@ -1,18 +1,17 @@
-"""ESRGAN training: PSNR pre-training, GAN fine-tuning, checkpoints/resume, DDP, interpolation.
+"""ESRGAN training: PSNR pre-training, GAN fine-tuning, checkpoints/resume, DDP.
 
 Entry points (see :mod:`esrgan.training.loop` for the outputs each writes)::
 
     cfg = load_config("configs/demo.yaml")
     psnr = train_psnr(cfg, hr, lr, val_hr, val_lr, "runs/psnr")
     gan = train_gan(cfg, hr, lr, val_hr, val_lr, "runs/gan", init_generator=psnr.final_generator_path)
-    interpolate_sweep(psnr.final_generator_path, gan.final_generator_path, [0, 0.5, 1], "runs/interp")
+    esrgan.models.interpolate_sweep(psnr.final_generator_path, gan.final_generator_path, [0, 0.5, 1], "runs/interp")
 
 The core never imports a tracker: pass :class:`Callbacks` to observe logs, validations and
 checkpoints.
 """
 
 from esrgan.training.callbacks import CallbackList, Callbacks
-from esrgan.training.checkpoint import latest_checkpoint, load_checkpoint
 from esrgan.training.config import (
     ConfigError,
     DataConfig,
@@ -30,9 +29,9 @@ from esrgan.training.config import (
     load_config,
     parse_config,
 )
-from esrgan.training.interpolation import alpha_filename, interpolate_sweep
 from esrgan.training.loop import TrainResult, train, train_gan, train_psnr
 from esrgan.training.preemption import PREEMPTED_EXIT_CODE, TrainingPreempted
+from esrgan.training.resume import latest_checkpoint, load_checkpoint
 from esrgan.training.schedule import lr_at
 
 __all__ = [
@@ -54,8 +53,6 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingPreempted",
-    "alpha_filename",
-    "interpolate_sweep",
     "latest_checkpoint",
     "load_checkpoint",
     "load_config",

@@ -102,7 +102,7 @@ class EMAConfig(_Strict):
 
 
 class PerceptualConfig(_Strict):
-    """Perceptual loss backbone and layers (``esrgan.perceptual``)."""
+    """Perceptual loss backbone and layers (``esrgan.feature_extractor``)."""
 
     backbone: str = "vgg19-imagenet"
     #: ``{layer: weight}``; ``None``: the backbone's last conv pre-activation (conv5_4 / conv5_3).

@@ -40,7 +40,10 @@ from esrgan.losses import PerceptualLoss
 from esrgan.models import RRDBNet, VGGDiscriminator, load_generator, save_generator
 from esrgan.training import distributed as dist_utils
 from esrgan.training.callbacks import Callbacks, as_callbacks
-from esrgan.training.checkpoint import (
+from esrgan.training.config import GANStageConfig, TrainConfig, parse_config
+from esrgan.training.ema import ModelEMA
+from esrgan.training.preemption import PreemptionFlag, TrainingPreempted
+from esrgan.training.resume import (
     checkpoint_path,
     latest_checkpoint,
     load_checkpoint,
@@ -48,12 +51,9 @@ from esrgan.training.checkpoint import (
     save_checkpoint,
     set_rng_state,
 )
-from esrgan.training.config import GANStageConfig, TrainConfig, parse_config
-from esrgan.training.ema import ModelEMA
-from esrgan.training.preemption import PreemptionFlag, TrainingPreempted
 from esrgan.training.sampler import EpochIndexed, InfiniteSampler
 from esrgan.training.schedule import lr_at, set_lr
-from esrgan.training.steps import discriminator_step, generator_step, psnr_step
+from esrgan.training.updates import discriminator_step, generator_step, psnr_step
 from esrgan.training.validation import Validator
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def train(
         TrainingPreempted: SIGTERM arrived; a checkpoint was written first (exit with
             ``PREEMPTED_EXIT_CODE`` and rerun with ``resume=True``).
         esrgan.training.ConfigError: invalid config.
-        esrgan.perceptual.BackboneUnavailableError: perceptual weights missing (GAN stage).
+        esrgan.feature_extractor.BackboneUnavailableError: perceptual weights missing (GAN stage).
     """
     if stage not in ("psnr", "gan"):
         raise ValueError(f"stage must be 'psnr' or 'gan', got {stage!r}")

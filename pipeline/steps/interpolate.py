@@ -3,19 +3,15 @@ evaluation of each alpha is where its numbers and pictures go)."""
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
-from esrgan.training import interpolate_sweep
+from esrgan.models import write_interpolated
 
 
 def interpolate_step(psnr_model: Path, gan_model: Path, alpha: float, out: Path) -> Path:
     """Write ``(1 - alpha) * PSNR + alpha * GAN`` to ``out`` (``.pth``, BasicSR layout)."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(dir=out.parent) as tmp, warnings.catch_warnings():
+    with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # the growth-width note is for spandrel users
-        (written,) = interpolate_sweep(psnr_model, gan_model, [alpha], tmp)
-        os.replace(written, out)
-    return out
+        return write_interpolated(psnr_model, gan_model, alpha, out)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torchvision
 
-from esrgan.perceptual import (
+from esrgan.feature_extractor import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     STLPIPS_VGG16_CONV_MAP,
