@@ -168,9 +168,10 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("train", help="train one stage from a YAML config (configs/demo.yaml, configs/paper.yaml)")
+    p = sub.add_parser("train", help="train one stage of a profile (params.yaml, configs/params.paper.yaml)")
     p.add_argument("stage", choices=["psnr", "gan"])
-    p.add_argument("--config", "-c", type=Path, required=True)
+    p.add_argument("--config", "-c", type=Path, default=Path("params.yaml"),
+                   help="the profile whose model, pretrain_psnr/finetune_gan, runtime and logging sections to use")
     p.add_argument("--patches", type=Path, required=True, help="folder with train/{hr,lr} and val/{hr,lr}")
     p.add_argument("--out", "-o", type=Path, required=True, help="run folder (checkpoints, samples, generator)")
     p.add_argument("--init", type=Path, help="generator to start the GAN stage from (the PSNR model)")
@@ -179,13 +180,14 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_train(args: argparse.Namespace) -> int:
-    from esrgan.training import load_config, train
+    from esrgan.training import train
+    from pipeline.params import load_params
 
     if args.stage == "gan" and args.init is None:
         raise UserError("train gan needs --init (the PSNR-oriented generator)")
     val = args.patches / "val"
     result = train(
-        args.stage, load_config(args.config),
+        args.stage, load_params(args.config).train_config(),
         args.patches / "train" / "hr", args.patches / "train" / "lr",
         val / "hr" if val.is_dir() else None, val / "lr" if val.is_dir() else None,
         args.out, init_generator=args.init, resume=args.resume,

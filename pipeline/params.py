@@ -20,14 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esrgan.data.config import ExtractConfig
-from esrgan.training.config import (
-    GANStageConfig,
-    GeneratorConfig,
-    LoggingConfig,
-    PSNRStageConfig,
-    RuntimeConfig,
-    TrainConfig,
-)
+from esrgan.training.config import TrainConfig
 from pipeline.errors import ParamsError
 
 __all__ = ["METRIC_DIRECTION", "ParamsError", "PipelineParams", "cross_field_problems", "load_params", "parse_params"]
@@ -121,18 +114,14 @@ class TrackingParams(_Strict):
     experiment: str = "esrgan"
 
 
-class PipelineParams(_Strict):
-    """The whole of ``params.yaml``."""
+class PipelineParams(TrainConfig):
+    """The whole of a profile (``params.yaml``): the training sections (:class:`TrainConfig`,
+    declared there once) and the pipeline's own."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
 
     data: DataParams = Field(default_factory=DataParams)
     extract_patches: ExtractConfig = Field(default_factory=ExtractConfig)
-    model: GeneratorConfig = Field(default_factory=GeneratorConfig)
-    pretrain_psnr: PSNRStageConfig
-    finetune_gan: GANStageConfig
-    runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
-    logging: LoggingConfig = Field(default_factory=LoggingConfig)
     interpolate: InterpolateParams = Field(default_factory=InterpolateParams)
     evaluate: EvaluateParams = Field(default_factory=EvaluateParams)
     # ``register`` would shadow pydantic's BaseModel.register; the YAML key stays "register".
@@ -140,14 +129,8 @@ class PipelineParams(_Strict):
     tracking: TrackingParams = Field(default_factory=TrackingParams)
 
     def train_config(self) -> TrainConfig:
-        """The training library's view of these parameters."""
-        return TrainConfig(
-            generator=self.model,
-            psnr=self.pretrain_psnr,
-            gan=self.finetune_gan,
-            runtime=self.runtime,
-            logging=self.logging,
-        )
+        """The training library's view of these parameters (the training sections only)."""
+        return self.training_view()
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain JSON-compatible data (what a stage logs as its params)."""

@@ -10,8 +10,8 @@ import numpy as np
 from PIL import Image
 
 TINY: dict[str, Any] = {
-    "generator": {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow": 4},
-    "psnr": {
+    "model": {"scale": 4, "num_feat": 8, "num_block": 1, "num_grow": 4},
+    "pretrain_psnr": {
         "iterations": 6,
         "data": {"patch_size": 32, "batch_size": 2, "num_workers": 0},
         "optimizer": {"lr": 1e-3},
@@ -20,7 +20,7 @@ TINY: dict[str, Any] = {
         "val_every": 3,
         "checkpoint_every": 3,
     },
-    "gan": {
+    "finetune_gan": {
         "iterations": 4,
         "data": {"patch_size": 128, "batch_size": 2, "num_workers": 0},
         "optimizer": {"lr": 1e-4},
@@ -38,7 +38,7 @@ TINY: dict[str, Any] = {
 
 
 def tiny_config(**sections: dict[str, Any]) -> dict[str, Any]:
-    """A copy of TINY with top-level sections shallow-merged (e.g. psnr={"iterations": 4})."""
+    """A copy of TINY with top-level sections shallow-merged (e.g. pretrain_psnr={"iterations": 4})."""
     cfg = copy.deepcopy(TINY)
     for key, value in sections.items():
         cfg[key] = {**cfg[key], **value}

@@ -15,6 +15,7 @@ import torch
 
 from esrgan.models import load_generator
 from esrgan.training import PREEMPTED_EXIT_CODE, Callbacks, load_checkpoint, train_gan, train_psnr
+from esrgan.training.config import STAGE_SECTIONS
 from tests._training_helpers import make_pairs, tiny_config
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*spandrel-based tools:UserWarning")
@@ -93,14 +94,14 @@ def _assert_same_tensors(a, b, path="") -> None:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize("stage", ["psnr", "gan"])
 def test_kill_and_resume_gives_exactly_the_same_weights(stage: str, data: dict[str, Path], tmp_path: Path) -> None:
     cfg = tiny_config(
-        psnr={"iterations": 6, "checkpoint_every": 3, "val_every": 0, "ema": {"enabled": True, "decay": 0.9}},
-        gan={"iterations": 4, "checkpoint_every": 2, "ema": {"enabled": True, "decay": 0.9}},
+        pretrain_psnr={"iterations": 6, "checkpoint_every": 3, "val_every": 0, "ema": {"enabled": True, "decay": 0.9}},
+        finetune_gan={"iterations": 4, "checkpoint_every": 2, "ema": {"enabled": True, "decay": 0.9}},
     )
     init = None
     if stage == "gan":
-        init = _run("psnr", tiny_config(psnr={"iterations": 2, "val_every": 0}), data, tmp_path / "init").generator_path
+        init = _run("psnr", tiny_config(pretrain_psnr={"iterations": 2, "val_every": 0}), data, tmp_path / "init").generator_path
     kw = {"init_generator": init} if init else {}
-    half = cfg[stage]["checkpoint_every"]
+    half = cfg[STAGE_SECTIONS[stage]]["checkpoint_every"]
     straight = _run(stage, cfg, data, tmp_path / "straight", **kw)
 
     with pytest.raises(KeyboardInterrupt):
@@ -112,7 +113,7 @@ def test_kill_and_resume_gives_exactly_the_same_weights(stage: str, data: dict[s
     for key in ("generator", "generator_ema", "optimizer_g", "discriminator", "optimizer_d"):
         if key in a:
             _assert_same_tensors(a[key], b[key], key)
-    assert a["iteration"] == b["iteration"] == cfg[stage]["iterations"]
+    assert a["iteration"] == b["iteration"] == cfg[STAGE_SECTIONS[stage]]["iterations"]
     assert torch.equal(load_generator(straight.ema_generator_path).conv_last.weight,
                        load_generator(resumed.ema_generator_path).conv_last.weight)  # fmt: skip
     if stage == "gan":
@@ -130,7 +131,7 @@ class Slow(Callbacks):
         print("STEP", step, flush=True)
         time.sleep(0.2)
 
-cfg = tiny_config(psnr={{"iterations": 100000, "log_every": 1, "val_every": 0, "checkpoint_every": 100000}})
+cfg = tiny_config(pretrain_psnr={{"iterations": 100000, "log_every": 1, "val_every": 0, "checkpoint_every": 100000}})
 try:
     train_psnr(cfg, {hr!r}, {lr!r}, None, None, {out!r}, callbacks=Slow())
 except TrainingPreempted as exc:
@@ -161,6 +162,6 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(data: dict[str, Path], tm
     state = load_checkpoint(out / "checkpoints" / f"iter_{step:08d}.pth")
     assert state["iteration"] == step >= 2
     # and it resumes from there
-    cfg = tiny_config(psnr={"iterations": step + 2, "val_every": 0, "checkpoint_every": 100})
+    cfg = tiny_config(pretrain_psnr={"iterations": step + 2, "val_every": 0, "checkpoint_every": 100})
     result = train_psnr(cfg, data["hr"], data["lr"], None, None, out, resume=True)
     assert result.resumed_from == step

@@ -25,7 +25,9 @@ from esrgan.training.sampler import EpochIndexed, InfiniteSampler
 from esrgan.training.updates import discriminator_step, generator_step
 from tests._training_helpers import tiny_config
 
-CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+ROOT = Path(__file__).resolve().parents[1]
+#: The two profiles; each is one file, read here for its training sections only.
+PROFILES = [ROOT / "params.yaml", ROOT / "configs" / "params.paper.yaml"]
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*spandrel-based tools:UserWarning")
 
@@ -33,41 +35,42 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*spandrel-based tools:UserWarni
 # ---- config -------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "demo.yaml"])
-def test_shipped_configs_validate(name: str) -> None:
-    cfg = load_config(CONFIGS / name)
-    assert cfg.gan.data.patch_size in (128, 256)
+@pytest.mark.parametrize("profile", PROFILES)
+def test_the_training_sections_of_the_shipped_profiles_validate(profile: Path) -> None:
+    cfg = load_config(profile)
+    assert cfg.stage("gan") is cfg.finetune_gan and cfg.finetune_gan.data.patch_size in (128, 256)
 
 
-def test_paper_config_is_the_paper_recipe() -> None:
-    cfg = load_config(CONFIGS / "paper.yaml")
-    g = cfg.generator
+def test_paper_profile_is_the_paper_recipe() -> None:
+    cfg = load_config(ROOT / "configs" / "params.paper.yaml")
+    g = cfg.model
     assert (g.num_feat, g.num_block, g.num_grow, g.scale) == (64, 23, 32, 4)
-    assert cfg.psnr.iterations == 1_000_000 and cfg.gan.iterations == 400_000
-    assert cfg.psnr.optimizer.lr == 2e-4 and cfg.gan.optimizer.lr == cfg.gan.optimizer_d.lr == 1e-4
-    assert cfg.gan.schedule.milestones == [50_000, 100_000, 200_000, 300_000]
-    w = cfg.gan.loss_weights
-    assert (w.perceptual, w.gan, w.pixel) == (1.0, 5e-3, 1e-2)
-    assert cfg.gan.perceptual.backbone == "vgg19-imagenet" and cfg.gan.perceptual.layers == {"conv5_4": 1.0}
+    psnr, gan = cfg.pretrain_psnr, cfg.finetune_gan
+    assert psnr.iterations == 1_000_000 and gan.iterations == 400_000
+    assert psnr.optimizer.lr == 2e-4 and gan.optimizer.lr == gan.optimizer_d.lr == 1e-4
+    assert gan.schedule.milestones == [50_000, 100_000, 200_000, 300_000]
+    w = gan.loss_weights
+    assert (w.perceptual, w.gan, w.pixel, w.chroma) == (1.0, 5e-3, 1e-2, 0.0)
+    assert gan.perceptual.backbone == "vgg19-imagenet" and gan.perceptual.layers == {"conv5_4": 1.0}
 
 
 def test_tiny_config_is_allowed() -> None:
-    cfg = parse_config(tiny_config(psnr={"iterations": 1}, gan={"iterations": 1}))
-    assert cfg.psnr.iterations == 1
+    cfg = parse_config(tiny_config(pretrain_psnr={"iterations": 1}, finetune_gan={"iterations": 1}))
+    assert cfg.pretrain_psnr.iterations == 1
 
 
 def test_config_errors_name_the_field(tmp_path: Path) -> None:
-    bad = tiny_config(psnr={"iterationz": 5})
-    with pytest.raises(ConfigError, match=r"psnr\.iterationz: Extra inputs are not permitted"):
+    bad = tiny_config(pretrain_psnr={"iterationz": 5})
+    with pytest.raises(ConfigError, match=r"pretrain_psnr\.iterationz: Extra inputs are not permitted"):
         parse_config(bad)
     with pytest.raises(ConfigError, match="discriminator's input"):
-        parse_config(tiny_config(gan={"data": {"patch_size": 96, "batch_size": 2}}))
+        parse_config(tiny_config(finetune_gan={"data": {"patch_size": 96, "batch_size": 2}}))
     with pytest.raises(ConfigError, match="not a multiple of scale"):
-        parse_config(tiny_config(psnr={"data": {"patch_size": 30, "batch_size": 2}}))
+        parse_config(tiny_config(pretrain_psnr={"data": {"patch_size": 30, "batch_size": 2}}))
     with pytest.raises(ConfigError, match="strictly increasing"):
-        parse_config(tiny_config(psnr={"schedule": {"kind": "multistep", "milestones": [5, 3]}}))
+        parse_config(tiny_config(pretrain_psnr={"schedule": {"kind": "multistep", "milestones": [5, 3]}}))
     path = tmp_path / "c.yaml"
-    path.write_text("psnr: [1, 2\n")
+    path.write_text("pretrain_psnr: [1, 2\n")
     with pytest.raises(ConfigError, match="cannot read YAML"):
         load_config(path)
 

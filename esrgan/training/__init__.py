@@ -2,7 +2,7 @@
 
 Entry points (see :mod:`esrgan.training.loop` for the outputs each writes)::
 
-    cfg = load_config("configs/demo.yaml")
+    cfg = load_config("params.yaml")   # the training sections of a profile
     psnr = train_psnr(cfg, hr, lr, val_hr, val_lr, "runs/psnr")
     gan = train_gan(cfg, hr, lr, val_hr, val_lr, "runs/gan", init_generator=psnr.final_generator_path)
     esrgan.models.interpolate_sweep(psnr.final_generator_path, gan.final_generator_path, [0, 0.5, 1], "runs/interp")

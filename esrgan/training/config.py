@@ -1,8 +1,12 @@
-"""The one typed schema of training configurations (``configs/paper.yaml``, ``configs/demo.yaml``).
+"""The training sections of a profile (``params.yaml``, ``configs/params.paper.yaml``), typed.
 
-Every model forbids unknown keys, so a typo is an error naming the field instead of a silently
-ignored setting. :func:`load_config` turns pydantic's report into :class:`ConfigError` with one
-``path.to.field: message`` line per problem.
+A profile is one YAML file. Its training sections (``model``, ``pretrain_psnr``, ``finetune_gan``,
+``runtime``, ``logging``) are :class:`TrainConfig`; the pipeline's schema
+(``pipeline.params.PipelineParams``) extends this class with the pipeline's own sections, so each
+field is declared once. Every model forbids unknown keys, so a typo is an error naming the field
+instead of a silently ignored setting. :func:`load_config` reads the training sections of a
+profile and turns pydantic's report into :class:`ConfigError` with one ``path.to.field: message``
+line per problem.
 """
 
 from __future__ import annotations
@@ -156,7 +160,7 @@ class GANStageConfig(StageConfig):
 
         if self.data.patch_size not in SUPPORTED_INPUT_SIZES:
             raise ValueError(
-                f"gan.data.patch_size is the discriminator's input and must be one of {SUPPORTED_INPUT_SIZES}, "
+                f"finetune_gan.data.patch_size is the discriminator's input and must be one of {SUPPORTED_INPUT_SIZES}, "
                 f"got {self.data.patch_size}"
             )
         return self
@@ -185,22 +189,34 @@ class LoggingConfig(_Strict):
     progress_bar: bool = True
 
 
-class TrainConfig(_Strict):
-    """A complete two-stage ESRGAN training configuration."""
+#: The two training stages (``esrgan train psnr|gan``) and the profile section each one reads.
+STAGE_SECTIONS: dict[str, str] = {"psnr": "pretrain_psnr", "gan": "finetune_gan"}
 
-    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
-    psnr: PSNRStageConfig
-    gan: GANStageConfig
+
+class TrainConfig(_Strict):
+    """A complete two-stage ESRGAN training configuration: the training sections of a profile."""
+
+    model: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    pretrain_psnr: PSNRStageConfig
+    finetune_gan: GANStageConfig
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
 
     @model_validator(mode="after")
     def _patches_fit_scale(self) -> TrainConfig:
-        for name in ("psnr", "gan"):
+        for name in STAGE_SECTIONS.values():
             patch = getattr(self, name).data.patch_size
-            if patch % self.generator.scale:
-                raise ValueError(f"{name}.data.patch_size {patch} is not a multiple of scale {self.generator.scale}")
+            if patch % self.model.scale:
+                raise ValueError(f"{name}.data.patch_size {patch} is not a multiple of scale {self.model.scale}")
         return self
+
+    def stage(self, stage: str) -> PSNRStageConfig | GANStageConfig:
+        """The section of ``stage`` (``"psnr"`` or ``"gan"``)."""
+        return getattr(self, STAGE_SECTIONS[stage])  # type: ignore[no-any-return]
+
+    def training_view(self) -> TrainConfig:
+        """Only the training sections, as a plain :class:`TrainConfig` (of a subclass, too)."""
+        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
 
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict (stored in checkpoints, logged as parameters)."""
@@ -227,10 +243,12 @@ def parse_config(data: Any, origin: str = "config") -> TrainConfig:
 
 
 def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """Read and validate a YAML training config; ``overrides`` are deep-merged on top first.
+    """Read and validate the training sections of a profile; ``overrides`` are deep-merged on top first.
 
-    Mappings merge key by key (so ``{"gan": {"perceptual": {"layers": {...}}}}`` *adds* layers to
-    the file's); other values replace.
+    The profile's other sections (``data``, ``evaluate``, ...) belong to the pipeline, which
+    validates them (``pipeline.params.load_params``); they are not read here. Mappings merge key by
+    key (so ``{"finetune_gan": {"perceptual": {"layers": {...}}}}`` *adds* layers to the file's);
+    other values replace.
     """
     path = Path(path)
     try:
@@ -239,7 +257,8 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
         raise ConfigError(f"{path}: cannot read YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
-    return parse_config(_deep_merge(data, overrides or {}), str(path))
+    training = {key: value for key, value in data.items() if key in TrainConfig.model_fields}
+    return parse_config(_deep_merge(training, overrides or {}), str(path))
 
 
 def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def train(
     if stage not in ("psnr", "gan"):
         raise ValueError(f"stage must be 'psnr' or 'gan', got {stage!r}")
     cfg = parse_config(config)
-    sc = cfg.psnr if stage == "psnr" else cfg.gan
+    sc = cfg.stage(stage)
     rt = cfg.runtime
     out_dir = Path(out_dir).resolve()
     t_start = time.perf_counter()
@@ -185,7 +185,7 @@ def train(
 
     # ---- models, losses, optimisers ------------------------------------------------------------
     torch.manual_seed(rt.seed)
-    generator = RRDBNet(**cfg.generator.model_dump())
+    generator = RRDBNet(**cfg.model.model_dump())
     checkpoint = latest_checkpoint(out_dir) if resume else None
     if stage == "gan" and checkpoint is None:
         if init_generator is None:
@@ -206,7 +206,7 @@ def train(
     perceptual: PerceptualLoss | None = None
     opt_d, scaler_d = None, None
     if isinstance(sc, GANStageConfig):
-        discriminator = VGGDiscriminator(sc.data.patch_size, cfg.generator.out_ch, sc.discriminator.num_feat)
+        discriminator = VGGDiscriminator(sc.data.patch_size, cfg.model.out_ch, sc.discriminator.num_feat)
         if ctx.distributed and cuda and sc.discriminator.sync_batchnorm:
             discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
         discriminator.to(device, memory_format=memory_format).train()
@@ -249,7 +249,7 @@ def train(
     # ---- data: an endless, resumable stream of patches loaded in worker processes ----------------
     from esrgan.data import PairedImageDataset, PairedPatchDataset
 
-    dataset = PairedPatchDataset(hr_dir, lr_dir, sc.data.patch_size, cfg.generator.scale, sc.data.augment, rt.seed)
+    dataset = PairedPatchDataset(hr_dir, lr_dir, sc.data.patch_size, cfg.model.scale, sc.data.augment, rt.seed)
     sampler = InfiniteSampler(len(dataset), sc.data.batch_size, rt.seed, ctx.rank, ctx.world_size, start)
     workers = sc.data.num_workers
     loader = DataLoader(
@@ -265,9 +265,9 @@ def train(
     batches = iter(loader)
     validator = None
     if ctx.is_main and val_hr_dir is not None and sc.val_every > 0:
-        val_set = PairedImageDataset(val_hr_dir, val_lr_dir, scale=cfg.generator.scale)
+        val_set = PairedImageDataset(val_hr_dir, val_lr_dir, scale=cfg.model.scale)
         lg = cfg.logging
-        validator = Validator(val_set, cfg.generator.scale, out_dir, lg.num_samples, lg.sample_crop, lg.val_tile)
+        validator = Validator(val_set, cfg.model.scale, out_dir, lg.num_samples, lg.sample_crop, lg.val_tile)
 
     # ---- the loop ---------------------------------------------------------------------------------
     backbone = perceptual.backbone if perceptual is not None else None
