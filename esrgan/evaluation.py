@@ -1,7 +1,9 @@
 """Evaluate a generator (and always the bicubic baseline) on a folder of HR images.
 
-For each HR image, with the conventions of the SR literature (ESRGAN_FACTS.md):
+For each HR image, with the conventions of the SR literature (BasicSR's test scripts, the
+PIRM challenge's NIQE):
 
+0. 8-bit RGB as in training (:func:`esrgan.data.convert.to_rgb8`);
 1. mod-crop to a multiple of ``scale`` (bottom/right pixels dropped);
 2. LR = MATLAB bicubic ``imresize(hr, 1/scale)``, rounded to uint8;
 3. SR = the model's output (``esrgan.upscale``), and the bicubic baseline
@@ -44,6 +46,8 @@ import numpy as np
 from torch import nn
 from tqdm import tqdm
 
+from esrgan.data.convert import mod_crop, to_rgb8
+from esrgan.data.imresize import imresize
 from esrgan.fileio import write_json
 from esrgan.imageio import ImageReadError, is_image_path, read_image
 from esrgan.inference import upscale
@@ -58,7 +62,8 @@ METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error", "niq
 def conventions(scale: int) -> dict[str, Any]:
     """The evaluation conventions, as recorded in every report."""
     return {
-        "images": "RGB uint8; grey images are repeated to 3 channels, alpha is dropped",
+        "images": "RGB uint8 as in training: 16-bit divided by 257 and rounded, grey repeated to 3 channels, "
+        "opaque alpha dropped, transparent alpha composited over white",
         "mod_crop": f"HR cropped at the bottom/right to a multiple of {scale}",
         "lr": f"MATLAB bicubic imresize(hr, 1/{scale}): Keys cubic a=-0.5, antialiasing, symmetric padding",
         "bicubic_baseline": f"MATLAB bicubic imresize(lr, {scale})",
@@ -79,32 +84,6 @@ def conventions(scale: int) -> dict[str, Any]:
         "whole image; lower is better",
         "null": "a metric is null when it cannot be computed; the reason is under 'unavailable'",
     }
-
-
-def _matlab_imresize() -> Callable[[np.ndarray, float], np.ndarray]:
-    # Imported here so that importing the metrics never pulls in the data pipeline.
-    from esrgan.data import imresize
-
-    return imresize
-
-
-def mod_crop(img: np.ndarray, scale: int) -> np.ndarray:
-    """Drop bottom/right pixels so height and width are multiples of ``scale``."""
-    h, w = img.shape[:2]
-    return img[: h - h % scale, : w - w % scale]
-
-
-def _as_rgb_uint8(img: np.ndarray) -> np.ndarray:
-    """Grey -> RGB by repetition, RGBA/LA -> drop alpha; 16-bit images are rejected."""
-    if img.dtype != np.uint8:
-        raise ValueError(f"{img.dtype} images are not supported (metrics are defined on 8-bit images)")
-    if img.ndim == 2:
-        img = img[:, :, None]
-    if img.shape[2] in (2, 4):
-        img = img[:, :, :-1]
-    if img.shape[2] == 1:
-        img = np.repeat(img, 3, axis=2)
-    return np.ascontiguousarray(img)
 
 
 def _image_metrics(
@@ -188,7 +167,6 @@ def evaluate_folder(
     hr_dir = Path(hr_dir)
     if not hr_dir.is_dir():
         raise NotADirectoryError(f"{hr_dir}: not a folder")
-    imresize = _matlab_imresize()
     names = list(metrics)
 
     per_image: list[dict[str, Any]] = []
@@ -204,7 +182,7 @@ def evaluate_folder(
             skip(path, "not an image file")
             continue
         try:
-            hr_full = _as_rgb_uint8(read_image(path))
+            hr_full, _ = to_rgb8(read_image(path))
         except (ImageReadError, ValueError) as exc:
             skip(path, str(exc))
             continue

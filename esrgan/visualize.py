@@ -12,8 +12,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from torch import nn
 
+from esrgan.data.convert import mod_crop, to_rgb8
 from esrgan.data.imresize import imresize
-from esrgan.data.patches import mod_crop
 from esrgan.inference import upscale
 
 CAPTION_HEIGHT = 14
@@ -69,10 +69,10 @@ def comparison(
 ) -> np.ndarray:
     """LR (nearest) | bicubic | one SR crop per generator | HR, on the most detailed crop of ``hr``.
 
-    ``hr`` is an RGB uint8 image; it is mod-cropped and downscaled with MATLAB bicubic as in
+    ``hr`` is any decoded image (made 8-bit RGB as in training); it is mod-cropped and downscaled with MATLAB bicubic as in
     evaluation, so the panels show exactly what the metrics measured.
     """
-    hr = mod_crop(hr[..., :3], scale)
+    hr = mod_crop(to_rgb8(hr)[0], scale)
     lr = imresize(hr, 1 / scale)
     y, x, c = detail_crop_box(hr, crop, scale)
     window = (slice(y, y + c), slice(x, x + c))

@@ -11,8 +11,8 @@ import pytest
 import skimage.data
 import torch
 
-from esrgan.data import imresize
-from esrgan.evaluation import METRICS, evaluate_folder, mod_crop, write_report
+from esrgan.data import imresize, mod_crop
+from esrgan.evaluation import METRICS, evaluate_folder, write_report
 from esrgan.imageio import read_image, write_image
 from esrgan.inference import upscale
 from esrgan.metrics import clear_cache, niqe, psnr, ssim
@@ -188,3 +188,27 @@ def test_every_metric_by_default(model: RRDBNet, tmp_path: Path) -> None:
     assert means["lpips_alex"] is None and means["lpips_vgg"] is None
     assert means["stlpips_alex"] > 0 and means["stlpips_vgg"] > 0
     assert means["niqe"] > 0 and 0 < means["ssim_y"] < 1
+
+
+def test_evaluation_reads_images_as_training_does(tmp_path: Path) -> None:
+    """16-bit and transparent photos are scored on the 8-bit RGB that training would cut patches from
+    (esrgan.data.to_rgb8), not rejected or with their alpha dropped."""
+    from esrgan.data import to_rgb8
+
+    rng = np.random.default_rng(0)
+    deep = (skimage.data.astronaut()[:64, :64].astype(np.uint16) * 257 + rng.integers(0, 200, (64, 64, 3))).astype(
+        np.uint16
+    )
+    rgba = np.dstack([skimage.data.astronaut()[64:128, :64], np.full((64, 64), 128, np.uint8)])
+    raw, as_trained = tmp_path / "raw", tmp_path / "rgb8"
+    for name, image in (("deep.png", deep), ("half_transparent.png", rgba)):
+        write_image(raw / name, image)
+        write_image(as_trained / name, to_rgb8(image)[0])
+    got = evaluate_folder(None, raw, metrics=("psnr_y", "psnr_rgb"), progress=False)
+    want = evaluate_folder(None, as_trained, metrics=("psnr_y", "psnr_rgb"), progress=False)
+    assert got["skipped"] == [] and len(got["per_image"]) == 2
+    assert [r["model"] for r in got["per_image"]] == [r["model"] for r in want["per_image"]]
+    # Dropping the alpha instead would score the colours under the transparency: a different number.
+    write_image(tmp_path / "dropped" / "half_transparent.png", rgba[..., :3])
+    dropped = evaluate_folder(None, tmp_path / "dropped", metrics=("psnr_y",), progress=False)
+    assert dropped["per_image"][0]["model"]["psnr_y"] != got["per_image"][1]["model"]["psnr_y"]

@@ -10,12 +10,12 @@ Typical flow::
 """
 
 from esrgan.data.config import ExtractConfig
-from esrgan.data.convert import to_rgb8
+from esrgan.data.convert import mod_crop, to_rgb8
 from esrgan.data.dataset import PairedImageDataset, PairedPatchDataset, augment_pair
 from esrgan.data.div2k import DownloadError, download_div2k
 from esrgan.data.imresize import imresize
 from esrgan.data.layout import MANIFEST_FILE, SPLITS_FILE, TRAIN_DIR, VAL_DIR, list_images
-from esrgan.data.patches import crop_positions, extract_patches, extract_validation, extract_with_config, mod_crop
+from esrgan.data.patches import crop_positions, extract_patches, extract_validation, extract_with_config
 from esrgan.data.sample import SAMPLE_SOURCES, SampleSourceError, build_sample_dataset, import_dataset
 
 __all__ = [

@@ -1,4 +1,7 @@
-"""Bring any decoded image to 8-bit RGB, the one format the SR pipeline trains on.
+"""Bring any decoded image to 8-bit RGB, the one format the SR pipeline trains and evaluates on.
+
+Training data (``extract_patches``), evaluation and the comparison pictures all go through
+:func:`to_rgb8` and :func:`mod_crop`, so a photo means the same pixels everywhere.
 
 Policies (each conversion is reported by name so callers can count and log it):
 
@@ -40,3 +43,9 @@ def to_rgb8(image: np.ndarray) -> tuple[np.ndarray, list[str]]:
     if arr.ndim != 3 or arr.shape[2] != 3:
         raise ValueError(f"unsupported image shape {arr.shape}")
     return np.ascontiguousarray(arr), notes
+
+
+def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
+    """Crop the bottom/right edge so height and width are multiples of ``scale``."""
+    h, w = image.shape[:2]
+    return image[: h - h % scale, : w - w % scale]

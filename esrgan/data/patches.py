@@ -27,11 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from tqdm import tqdm
 
 from esrgan.data.config import ExtractConfig
-from esrgan.data.convert import to_rgb8
+from esrgan.data.convert import mod_crop, to_rgb8
 from esrgan.data.imresize import imresize
 from esrgan.fileio import write_json
 from esrgan.imageio import ImageReadError, is_image_path, read_image, write_image
@@ -62,12 +61,6 @@ def crop_positions(length: int, crop: int, step: int, thresh_size: int = 0) -> l
     if length - (positions[-1] + crop) > thresh_size:
         positions.append(length - crop)
     return positions
-
-
-def mod_crop(image: np.ndarray, scale: int) -> np.ndarray:
-    """Crop the bottom/right edge so height and width are multiples of ``scale``."""
-    h, w = image.shape[:2]
-    return image[: h - h % scale, : w - w % scale]
 
 
 @dataclass
