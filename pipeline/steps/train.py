@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import mlflow
 
-from esrgan.training import TrainResult, train_gan, train_psnr
+from esrgan.training import TrainResult, train
+from esrgan.training.config import STAGE_SECTIONS
 from pipeline.errors import StageInputError
 from pipeline.steps.context import StepContext
 from pipeline.tracking import MlflowCallbacks, stage_run
@@ -122,20 +123,35 @@ def _sections(ctx: StepContext, stage_section: str) -> dict[str, Any]:
     }
 
 
+def _train_stage(
+    ctx: StepContext,
+    stage: Literal["psnr", "gan"],
+    patches_dir: Path,
+    init: Path | None,
+    run_dir: Path,
+    model_out: Path,
+    metrics_file: Path,
+    resume: bool,
+) -> dict[str, Any]:
+    """Both stages: check the inputs, start fresh or resume, train in the stage's MLflow run."""
+    section = STAGE_SECTIONS[stage]
+    check_training_inputs(ctx, patches_dir, init)
+    _fresh_or_resumable(run_dir, _input_fingerprint(ctx, section, patches_dir, init))
+    train_dir, val_dir = patches_dir / "train", patches_dir / "val"
+    with stage_run(ctx.tracking, section, _sections(ctx, section)):
+        result = train(
+            stage, ctx.params.train_config(),
+            train_dir / "hr", train_dir / "lr", val_dir / "hr", val_dir / "lr",
+            run_dir, init_generator=init, resume=resume, callbacks=MlflowCallbacks(),
+        )  # fmt: skip
+        return _finish(result, model_out, metrics_file)
+
+
 def pretrain_psnr_step(
     ctx: StepContext, patches_dir: Path, run_dir: Path, model_out: Path, metrics_file: Path, resume: bool = True
 ) -> dict[str, Any]:
     """Train the PSNR-oriented generator (L1); ``run_dir`` keeps checkpoints so a killed run resumes."""
-    check_training_inputs(ctx, patches_dir, None)
-    _fresh_or_resumable(run_dir, _input_fingerprint(ctx, "pretrain_psnr", patches_dir, None))
-    with stage_run(ctx.tracking, "pretrain_psnr", _sections(ctx, "pretrain_psnr")):
-        result = train_psnr(
-            ctx.params.train_config(),
-            patches_dir / "train" / "hr", patches_dir / "train" / "lr",
-            patches_dir / "val" / "hr", patches_dir / "val" / "lr",
-            run_dir, resume=resume, callbacks=MlflowCallbacks(),
-        )  # fmt: skip
-        return _finish(result, model_out, metrics_file)
+    return _train_stage(ctx, "psnr", patches_dir, None, run_dir, model_out, metrics_file, resume)
 
 
 def finetune_gan_step(
@@ -148,13 +164,4 @@ def finetune_gan_step(
     resume: bool = True,
 ) -> dict[str, Any]:
     """Fine-tune with the perceptual + RaGAN + L1 loss, starting from the PSNR generator."""
-    check_training_inputs(ctx, patches_dir, psnr_model)
-    _fresh_or_resumable(run_dir, _input_fingerprint(ctx, "finetune_gan", patches_dir, psnr_model))
-    with stage_run(ctx.tracking, "finetune_gan", _sections(ctx, "finetune_gan")):
-        result = train_gan(
-            ctx.params.train_config(),
-            patches_dir / "train" / "hr", patches_dir / "train" / "lr",
-            patches_dir / "val" / "hr", patches_dir / "val" / "lr",
-            run_dir, init_generator=psnr_model, resume=resume, callbacks=MlflowCallbacks(),
-        )  # fmt: skip
-        return _finish(result, model_out, metrics_file)
+    return _train_stage(ctx, "gan", patches_dir, psnr_model, run_dir, model_out, metrics_file, resume)
