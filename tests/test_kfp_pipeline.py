@@ -143,18 +143,21 @@ def test_components_call_the_step_functions(spec: dict[str, Any]) -> None:
 
 def test_committed_pipeline_yaml_is_up_to_date(compiled: Path) -> None:
     committed = REPO / "pipeline.yaml"
-    assert committed.is_file(), "pipeline.yaml is missing: run `.venv/bin/python -m pipeline compile`"
+    assert committed.is_file(), "pipeline.yaml is missing: run `.venv/bin/esrgan kfp compile`"
     assert committed.read_text() == compiled.read_text(), (
         "pipeline.yaml is stale (components, DAG or params.yaml changed): "
-        "run `.venv/bin/python -m pipeline compile` and commit pipeline.yaml"
+        "run `.venv/bin/esrgan kfp compile` and commit pipeline.yaml"
     )
 
 
 def test_compile_cli_writes_the_package(tmp_path: Path, compiled: Path) -> None:
-    from pipeline.__main__ import main
+    from pipeline.cli import main
 
     out = tmp_path / "p.yaml"
-    assert main(["compile", "--params", str(REPO / "params.yaml"), "-o", str(out)]) == 0
+    assert main(["kfp", "compile", "--params", str(REPO / "params.yaml"), "-o", str(out)]) == 0
     assert out.read_text() == compiled.read_text()
-    assert main(["compile", "-o", str(out), "--image-repository", "registry.local/esrgan", "--image-tag", "dev"]) == 0
+    assert (
+        main(["kfp", "compile", "-o", str(out), "--image-repository", "registry.local/esrgan", "--image-tag", "dev"])
+        == 0
+    )
     assert "image: registry.local/esrgan:dev-cuda" in out.read_text()
