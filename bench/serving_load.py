@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import os
-import signal
 import socket
 import statistics
 import subprocess
@@ -153,13 +152,9 @@ def serve(model_uri: str, tracking_uri: str, log: Path) -> Iterator[tuple[str, s
             time.sleep(0.5)
         yield url, proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        from pipeline.processes import stop_process_group  # after ROOT is on sys.path
+
+        stop_process_group(proc)
 
 
 def generator_file(model: str | None, workdir: Path) -> tuple[Path, str]:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from kfp import dsl
 from kfp.dsl.python_component import PythonComponent
 
+from components import DEFAULT_REPOSITORY
 from components.evaluate import evaluate
 from components.extract import extract_patches
 from components.interpolate import interpolate
@@ -21,8 +22,7 @@ from components.resolve import resolve_params
 from components.runtime import project_version
 from components.train import finetune_gan, pretrain_psnr
 
-#: Where ``docs/kubeflow.md`` pushes the image; override with ``compile --image-repository``.
-DEFAULT_REPOSITORY = "ghcr.io/OWNER/esrgan-pipeline"
+__all__ = ["DEFAULT_REPOSITORY", "Components", "Images", "build_components"]
 
 
 @dataclass(frozen=True)

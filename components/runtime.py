@@ -48,7 +48,7 @@ def open_step(config_path: str | Path, tags: Mapping[str, str] | None = None) ->
     """Validated params and MLflow for one task, nested under this execution's parent run.
 
     The project root is the working directory: the image's ``WORKDIR`` in a cluster, the caller's
-    directory with ``run-local``. MLflow comes from ``MLFLOW_TRACKING_URI`` (a secret in a cluster).
+    directory with ``esrgan kfp run-local``. MLflow comes from ``MLFLOW_TRACKING_URI`` (a secret in a cluster).
     """
     config = read_config(config_path)
     ctx = StepContext.from_params(Path.cwd(), parse_params(config["params"], "config artifact"))

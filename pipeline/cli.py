@@ -1,7 +1,12 @@
 """The ``esrgan`` command line: a thin adapter over the core library and the pipeline steps.
 
-Every sub-command parses arguments, calls one library or step function, and turns the known
-error types into a one-line message and a non-zero exit status. No logic lives here.
+Every sub-command parses arguments, calls library or step functions, and turns the known error
+types into a one-line message and a non-zero exit status. What else lives here is glue that no
+stage's output depends on (which is why ``tests/test_dvc_deps.py`` treats this file as an
+adapter): defaults (the tracking URI, resource limits as twice the requests), argument checks,
+and the order of a few registry calls (``registry promote`` moves the alias, then tags the version).
+``esrgan stage`` and ``esrgan kfp`` live in :mod:`pipeline.stage_commands` and
+:mod:`pipeline.kfp_commands`.
 
 Exit status: 0 success; 1 some items of a batch failed (``upscale``); 2 a user error (bad
 parameters, bad input files, unreachable tracking server: one ``esrgan: error:`` line per
@@ -223,6 +228,12 @@ def _add_stage(sub: argparse._SubParsersAction) -> None:
     add_stage_parsers(sub)
 
 
+def _add_kfp(sub: argparse._SubParsersAction) -> None:
+    from pipeline.kfp_commands import add_kfp_parsers
+
+    add_kfp_parsers(sub)
+
+
 def _add_main(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("main", help="the main job: sample data if missing, dvc repro, champion summary")
     p.add_argument("--profile", choices=["paper"], default=None,
@@ -398,7 +409,7 @@ def _run_deploy_kserve(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_upscale, _add_data, _add_evaluate, _add_train, _add_interpolate, _add_stage, _add_main,
+    _add_upscale, _add_data, _add_evaluate, _add_train, _add_interpolate, _add_stage, _add_kfp, _add_main,
     _add_registry, _add_export, _add_deploy,
 ]  # fmt: skip
 

@@ -7,7 +7,7 @@ Three sources, one function:
   come from the environment (``AWS_ACCESS_KEY_ID``... from a Kubernetes secret).
 - ``s3``: every object under an ``s3://bucket/prefix/`` (boto3; ``AWS_ENDPOINT_URL`` for MinIO or
   SeaweedFS).
-- ``local``: a folder on this machine (``python -m pipeline run-local``, or a mounted volume).
+- ``local``: a folder on this machine (``esrgan kfp run-local``, or a mounted volume).
 """
 
 from __future__ import annotations

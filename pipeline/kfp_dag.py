@@ -10,7 +10,7 @@ Parameters: ``params_json`` (``params.yaml`` without the knobbed keys) and the k
 :data:`pipeline.kfp_params.KNOBS`, merged and validated by the first task; the data source
 (``data_*``); where checkpoints live (``checkpoint_pvc``, ``checkpoint_root``).
 
-Cluster wiring (ignored by ``run-local``): GPUs, CPU and memory on the training tasks; retries
+Cluster wiring (ignored by ``esrgan kfp run-local``): GPUs, CPU and memory on the training tasks; retries
 with exponential backoff on training (it resumes from checkpoints on the PVC); caching on the cheap
 deterministic tasks only; MLflow and S3 settings from Kubernetes secrets, never literals.
 """

@@ -68,48 +68,37 @@ def _register(args: argparse.Namespace) -> int:
     return _print(register_step(ctx, reports, models, args.summary, args.plot_csv, args.plot_png, args.registered))
 
 
+def _paths(parser: argparse.ArgumentParser, *options: str) -> argparse.ArgumentParser:
+    """Add each of ``options`` as a required path argument (every stage's files are explicit)."""
+    for option in options:
+        parser.add_argument(option, type=Path, required=True)
+    return parser
+
+
 def add_stage_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``esrgan stage <name>`` sub-commands."""
     p = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))
     st = p.add_subparsers(dest="stage", required=True, metavar="STAGE")
 
-    s = st.add_parser("extract_patches")
-    s.add_argument("--data", type=Path, required=True)
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--metrics", type=Path, required=True)
+    s = _paths(st.add_parser("extract_patches"), "--data", "--out", "--metrics")
     s.set_defaults(handler=_extract)
 
-    for name, handler in (("pretrain_psnr", _psnr), ("finetune_gan", _gan)):
-        s = st.add_parser(name)
-        s.add_argument("--patches", type=Path, required=True)
-        if name == "finetune_gan":
-            s.add_argument("--init", type=Path, required=True)
-        s.add_argument("--run-dir", type=Path, required=True)
-        s.add_argument("--model-out", type=Path, required=True)
-        s.add_argument("--metrics", type=Path, required=True)
-        s.set_defaults(handler=handler)
+    s = _paths(st.add_parser("pretrain_psnr"), "--patches", "--run-dir", "--model-out", "--metrics")
+    s.set_defaults(handler=_psnr)
+    s = _paths(st.add_parser("finetune_gan"), "--patches", "--init", "--run-dir", "--model-out", "--metrics")
+    s.set_defaults(handler=_gan)
 
-    s = st.add_parser("interpolate")
-    s.add_argument("--psnr", type=Path, required=True)
-    s.add_argument("--gan", type=Path, required=True)
+    s = _paths(st.add_parser("interpolate"), "--psnr", "--gan")
     s.add_argument("--alpha", type=float, required=True)
-    s.add_argument("--out", type=Path, required=True)
-    s.set_defaults(handler=_interpolate)
+    _paths(s, "--out").set_defaults(handler=_interpolate)
 
-    s = st.add_parser("evaluate")
-    s.add_argument("--model", type=Path, required=True)
+    s = _paths(st.add_parser("evaluate"), "--model")
     s.add_argument("--alpha", type=float, required=True)
-    s.add_argument("--val", type=Path, required=True)
-    s.add_argument("--report", type=Path, required=True)
-    s.add_argument("--metrics", type=Path, required=True)
-    s.set_defaults(handler=_evaluate)
+    _paths(s, "--val", "--report", "--metrics").set_defaults(handler=_evaluate)
 
     s = st.add_parser("register")
     s.add_argument("--reports", type=Path, required=True, help="folder of alpha_<a>.json reports")
     s.add_argument("--models", type=Path, required=True, help="folder of alpha_<a>.pth generators")
-    s.add_argument("--summary", type=Path, required=True)
-    s.add_argument("--plot-csv", type=Path, required=True)
-    s.add_argument("--plot-png", type=Path, required=True)
-    s.add_argument("--registered", type=Path, required=True)
+    _paths(s, "--summary", "--plot-csv", "--plot-png", "--registered")
     s.set_defaults(handler=_register)

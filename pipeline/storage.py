@@ -1,7 +1,9 @@
 """Object storage (AWS S3 and S3-compatible stores: MinIO, SeaweedFS, Ceph) through boto3.
 
-Every direct object-store access of the project goes through this module; DVC (``dvc-s3``) and
-MLflow (its S3 artifact repository) bring their own clients, configured as in docs/team-setup.md.
+Every direct object-store access of the project goes through this module; today that is one
+call, :func:`download_prefix`, which fetches a KFP run's dataset (:mod:`pipeline.data_source`).
+DVC (``dvc-s3``) and MLflow (its S3 artifact repository) bring their own clients, configured as
+in docs/team-setup.md.
 
 - Credentials come only from boto3's standard chain (``AWS_ACCESS_KEY_ID`` /
   ``AWS_SECRET_ACCESS_KEY`` / ``AWS_SESSION_TOKEN``, ``AWS_PROFILE``, shared files, instance or
@@ -60,20 +62,12 @@ class S3Uri:
         """The key as a folder prefix: ``a/b`` -> ``a/b/`` so ``s3://x/a/b`` never matches ``a/bc``."""
         return self.key if not self.key or self.key.endswith("/") else f"{self.key}/"
 
-    def join(self, *parts: str) -> S3Uri:
-        return S3Uri(self.bucket, "/".join(p.strip("/") for p in (self.key, *parts) if p.strip("/")))
 
-
-# scheme://user:password@host is never echoed; greedy to the last "@" as AWS secrets may hold "/".
 _USERINFO = re.compile(r"^([A-Za-z][\w+.-]*://).*@")
 
 
 def _without_userinfo(url: str) -> str:
     return _USERINFO.sub(r"\1", url)
-
-
-def is_s3_uri(value: str | os.PathLike[str]) -> bool:
-    return str(value).startswith("s3://")
 
 
 def parse_s3_uri(uri: str) -> S3Uri:
@@ -252,48 +246,6 @@ def list_keys(uri: str | S3Uri, s3: S3Client | None = None) -> list[str]:
     return sorted(keys)
 
 
-def check_access(uri: str | S3Uri, s3: S3Client | None = None) -> None:
-    """Fail early, with a one-line reason, if ``uri``'s bucket is unreachable, missing or forbidden."""
-    target = uri if isinstance(uri, S3Uri) else parse_s3_uri(uri)
-    s3 = s3 or client()
-    try:
-        s3.list_objects_v2(Bucket=target.bucket, Prefix=target.prefix, MaxKeys=1)
-    except Exception as exc:
-        raise explain(exc, "access", target, _endpoint_of(s3)) from exc
-
-
-def upload_file(local: str | Path, uri: str | S3Uri, s3: S3Client | None = None, transfer: Any = None) -> S3Uri:
-    """Upload one file to the object ``uri`` (multipart above the transfer threshold)."""
-    target = uri if isinstance(uri, S3Uri) else parse_s3_uri(uri)
-    s3 = s3 or client()
-    try:
-        s3.upload_file(str(local), target.bucket, target.key, Config=transfer or transfer_config())
-    except Exception as exc:
-        raise explain(exc, "upload to", target, _endpoint_of(s3)) from exc
-    return target
-
-
-def upload_dir(local: str | Path, uri: str | S3Uri, s3: S3Client | None = None, transfer: Any = None) -> list[str]:
-    """Upload every file under ``local`` to ``uri/<relative path>``; returns the keys written.
-
-    Access is checked before the first byte is sent, so wrong credentials write nothing.
-    """
-    root = Path(local)
-    if not root.is_dir():
-        raise NotADirectoryError(f"{root}: not a folder")
-    target = uri if isinstance(uri, S3Uri) else parse_s3_uri(uri)
-    s3 = s3 or client()
-    check_access(target, s3)
-    transfer = transfer or transfer_config()
-    keys = []
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        dest = target.join(path.relative_to(root).as_posix())
-        upload_file(path, dest, s3, transfer)
-        keys.append(dest.key)
-    log.info("uploaded %d files to %s", len(keys), target)
-    return keys
-
-
 def _relative(key: str, prefix: str, target: S3Uri) -> PurePosixPath | None:
     """The local relative path for ``key``; ``None`` for folder markers; error for unsafe keys."""
     rel = key[len(prefix) :]
@@ -354,27 +306,3 @@ def _swap_in(staging: Path, dest: Path) -> None:
         raise
     if aside is not None:
         shutil.rmtree(aside, ignore_errors=True)
-
-
-def fetch_dir(source: str | Path, dest: str | Path, s3: S3Client | None = None) -> Path:
-    """A folder input that may live in S3: ``s3://...`` is downloaded to ``dest``, a path is returned as is.
-
-    Meant for pipeline steps (e.g. the KFP data step) whose dataset location is a parameter.
-    """
-    if is_s3_uri(source):
-        return download_prefix(str(source), dest, s3)
-    path = Path(source)
-    if not path.is_dir():
-        raise FileNotFoundError(f"{path}: dataset folder not found")
-    return path
-
-
-def check_pipeline_root(root: str, s3: S3Client | None = None) -> str:
-    """Validate a KFP ``pipeline_root`` before submitting; an ``s3://`` root must be reachable and writable-looking.
-
-    Checks the bucket with the submitter's credentials (the cluster's launcher uses its own, see
-    docs/team-setup.md); other schemes (``minio://``, ``gs://``, local paths) are returned unchecked.
-    """
-    if is_s3_uri(root):
-        check_access(root, s3)
-    return root

@@ -1,4 +1,10 @@
-"""MLflow tracking for the pipeline steps: the only module that talks to MLflow's tracking API.
+"""MLflow tracking for the pipeline steps: parent and stage runs, provenance tags, training callbacks.
+
+The runs' layout and lifecycle are defined here; other modules call MLflow too (the steps log
+metrics and artifacts into the run this module opened; the registry, model packaging and
+``models:/`` loading live in :mod:`pipeline.steps.register`, :mod:`pipeline.champion`,
+:mod:`pipeline.registry`, :mod:`pipeline.pyfunc_model`; KFP's parent adoption in
+:mod:`pipeline.steps.pipeline_run` calls :func:`find_or_create_parent` here).
 
 Layout in the UI: one *parent* run per pipeline execution and one *child* run per stage (and
 per alpha), so alphas compare side by side. Each ``dvc repro`` stage is its own process, so the
@@ -136,10 +142,30 @@ def provenance_tags(root: Path, params_file: Path | None = None) -> dict[str, st
     return tags
 
 
-def pipeline_key(tags: Mapping[str, str]) -> str:
-    """Stages of one execution share code, data and params, hence this key."""
+def provenance_key(tags: Mapping[str, str]) -> str:
+    """The key of a DVC execution, computed from its :func:`provenance_tags`: stages of one
+    execution share code, data and params, hence this hash. (KFP computes its own key from the
+    resolved params and data source: :func:`pipeline.kfp_params.pipeline_key`.)"""
     text = "|".join(f"{k}={tags.get(k, '')}" for k in ("git.commit", "data.dvc.md5", "params.sha256"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def find_or_create_parent(tracking: Tracking, key: str, tags: Mapping[str, str], run_name: str) -> tuple[str, bool]:
+    """The ``RUNNING`` parent run tagged with pipeline key ``key``, else a new one with ``tags``.
+
+    The one rule both launchers use to find an execution's parent again (DVC: :func:`parent_run_id`;
+    KFP: :func:`pipeline.steps.pipeline_run.adopt_parent_run`). Returns ``(run_id, created)``.
+    """
+    found = mlflow.search_runs(
+        [tracking.experiment_id],
+        filter_string=f"tags.`{TAG_KEY}` = '{key}' and attributes.status = 'RUNNING'",
+        max_results=1,
+        output_format="list",
+    )
+    if found:
+        return found[0].info.run_id, False
+    run = MlflowClient().create_run(tracking.experiment_id, run_name=run_name, tags={**tags, TAG_KEY: key})
+    return run.info.run_id, True
 
 
 def parent_run_id(tracking: Tracking, run_name: str = "pipeline") -> str:
@@ -151,18 +177,10 @@ def parent_run_id(tracking: Tracking, run_name: str = "pipeline") -> str:
     if run_id := os.environ.get(PARENT_RUN_ENV):
         return run_id
     tags = provenance_tags(tracking.root, tracking.params_file)
-    key = pipeline_key(tags)
-    found = mlflow.search_runs(
-        [tracking.experiment_id],
-        filter_string=f"tags.`{TAG_KEY}` = '{key}' and attributes.status = 'RUNNING'",
-        max_results=1,
-        output_format="list",
-    )
-    if found:
-        return found[0].info.run_id
-    run = MlflowClient().create_run(tracking.experiment_id, run_name=run_name, tags={**tags, TAG_KEY: key})
-    close_orphaned_parents(tracking, keep=run.info.run_id)
-    return run.info.run_id
+    run_id, created = find_or_create_parent(tracking, provenance_key(tags), tags, run_name)
+    if created:
+        close_orphaned_parents(tracking, keep=run_id)
+    return run_id
 
 
 def close_orphaned_parents(tracking: Tracking, keep: str) -> list[str]:

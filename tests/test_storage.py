@@ -62,11 +62,9 @@ def test_parse_s3_uri_rejects_with_a_reason(uri: str, reason: str) -> None:
     assert "secret" not in str(err.value)
 
 
-def test_uri_join_and_str() -> None:
-    base = parse_s3_uri("s3://bucket/runs/")
-    assert str(base.join("a", "/b/")) == "s3://bucket/runs/a/b"
-    assert str(S3Uri("bucket").join("x.txt")) == "s3://bucket/x.txt"
-    assert storage.is_s3_uri("s3://b/x") and not storage.is_s3_uri(Path("data"))
+def test_uri_str() -> None:
+    assert str(parse_s3_uri("s3://bucket/runs/a")) == "s3://bucket/runs/a"
+    assert str(S3Uri("bucket")) == "s3://bucket/"
 
 
 # ------------------------------------------------------------------------------------------ client
@@ -102,7 +100,7 @@ def test_unreachable_endpoint_is_one_clear_line(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET)
     s3 = storage.client(f"http://127.0.0.1:{port}", max_attempts=1, connect_timeout=2)
     with pytest.raises(StorageError) as err:
-        storage.check_access("s3://bucket/data", s3)
+        storage.list_keys("s3://bucket/data", s3)
     assert err.value.kind == "unreachable"
     assert f"127.0.0.1:{port}" in str(err.value) and "\n" not in str(err.value) and SECRET not in str(err.value)
 
@@ -215,10 +213,3 @@ def test_failed_download_leaves_local_folder_untouched(
     assert err.value.kind == kind and "\n" not in str(err.value)
     assert [p.name for p in local.iterdir()] == ["keep.txt"] and (local / "keep.txt").read_text() == "mine"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no staging folder left
-
-
-def test_fetch_dir_passes_local_paths_through(tmp_path: Path) -> None:
-    assert storage.fetch_dir(tmp_path, tmp_path / "unused") == tmp_path
-    with pytest.raises(FileNotFoundError):
-        storage.fetch_dir(tmp_path / "missing", tmp_path / "unused")
-    assert storage.check_pipeline_root("minio://mlpipeline/v2") == "minio://mlpipeline/v2"

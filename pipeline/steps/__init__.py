@@ -1,7 +1,10 @@
 """The pipeline steps: one function each, called by the ``esrgan stage`` CLI (DVC) and by the
 KFP components alike. Paths and validated parameters in; files and a metrics dict out.
 
-Steps are the only layer that talks to MLflow (through :mod:`pipeline.tracking`).
+Each step runs inside an MLflow run opened by :mod:`pipeline.tracking` and logs into it with
+``mlflow`` directly. Steps are not the only MLflow users: the registry commands
+(:mod:`pipeline.champion`), model packaging (:mod:`pipeline.registry`, :mod:`pipeline.pyfunc_model`)
+and the CLI's ``models:/`` loading use it too.
 
 The names below load their module on first use: importing one step must not execute the others'
 code, because each ``dvc.yaml`` stage depends on exactly the modules its step imports

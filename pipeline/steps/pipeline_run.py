@@ -16,27 +16,17 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 
-import mlflow
 from mlflow.tracking import MlflowClient
 
 from pipeline.steps.context import StepContext
-from pipeline.tracking import PARENT_RUN_ENV, TAG_KEY, provenance_tags
+from pipeline.tracking import PARENT_RUN_ENV, TAG_LAUNCHER, find_or_create_parent, provenance_tags
 
 
 def adopt_parent_run(ctx: StepContext, key: str, tags: Mapping[str, str] | None = None) -> str:
     """Find or create the running parent for ``key``; export it for this process; returns its id."""
-    found = mlflow.search_runs(
-        [ctx.tracking.experiment_id],
-        filter_string=f"tags.`{TAG_KEY}` = '{key}' and attributes.status = 'RUNNING'",
-        max_results=1,
-        output_format="list",
-    )
+    base = {**provenance_tags(ctx.tracking.root), TAG_LAUNCHER: "kubeflow"}
+    run_id, _ = find_or_create_parent(ctx.tracking, key, base, run_name="pipeline (kfp)")
     client = MlflowClient()
-    if found:
-        run_id = found[0].info.run_id
-    else:
-        base = {**provenance_tags(ctx.tracking.root), TAG_KEY: key, "esrgan.launcher": "kubeflow"}
-        run_id = client.create_run(ctx.tracking.experiment_id, run_name="pipeline (kfp)", tags=base).info.run_id
     for name, value in (tags or {}).items():
         client.set_tag(run_id, name, value)
     os.environ[PARENT_RUN_ENV] = run_id

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.processes import stop_process_group
 from tests.e2e.project import REPO
 
 #: The image user (Dockerfile ``USER 10001``): folders a container writes to must be theirs.
@@ -100,13 +100,7 @@ def podman_socket(folder: Path, timeout: float = 60) -> Iterator[str]:
             time.sleep(0.5)
         yield url
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop_process_group(proc)
 
 
 def writable_by_image(path: Path) -> Path:

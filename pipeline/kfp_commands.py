@@ -1,19 +1,21 @@
-"""``python -m pipeline``: compile, run locally or submit the Kubeflow Pipelines pipeline.
+"""``esrgan kfp COMMAND``: compile, run locally or submit the Kubeflow Pipelines pipeline.
 
-python -m pipeline compile                      # writes ./pipeline.yaml (commit it)
-python -m pipeline run-local [key=value ...]    # whole pipeline with kfp.local, sample data
-python -m pipeline submit --host URL [--experiment esrgan] [key=value ...]
+esrgan kfp compile                      # writes ./pipeline.yaml (commit it)
+esrgan kfp run-local [key=value ...]    # whole pipeline with kfp.local, sample data
+esrgan kfp submit --host URL [--experiment esrgan] [key=value ...]
+
+Like :mod:`pipeline.stage_commands`, an adapter: each command parses its arguments and calls one
+function (:func:`pipeline.kfp_dag.compile_pipeline`, :func:`pipeline.kfp_run.run_local`,
+:func:`pipeline.kfp_run.submit`). kfp is imported only when a command runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from components.build import DEFAULT_REPOSITORY
+from components import DEFAULT_REPOSITORY
 
 PACKAGE = Path("pipeline.yaml")
 
@@ -50,25 +52,26 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def add_kfp_parsers(sub: argparse._SubParsersAction) -> None:
+    """Register ``esrgan kfp <command>`` sub-commands."""
+    p = sub.add_parser("kfp", help="Kubeflow Pipelines: compile pipeline.yaml, run it locally, submit it")
+    ksub = p.add_subparsers(dest="kfp_command", required=True, metavar="ACTION")
 
-    c = sub.add_parser("compile", help="compile the KFP pipeline to pipeline.yaml")
+    c = ksub.add_parser("compile", help="compile the KFP pipeline to pipeline.yaml")
     c.add_argument("--params", type=Path, default=Path("params.yaml"), help="defaults of the pipeline parameters")
     c.add_argument("--output", "-o", type=Path, default=PACKAGE)
     c.add_argument("--image-repository", default=DEFAULT_REPOSITORY, help="image without tag (default %(default)s)")
     c.add_argument("--image-tag", default=None, help="tag before -cpu/-cuda (default: the package version)")
     c.set_defaults(handler=_compile)
 
-    r = sub.add_parser("run-local", help="run the whole pipeline here with kfp.local (SubprocessRunner)")
+    r = ksub.add_parser("run-local", help="run the whole pipeline here with kfp.local (SubprocessRunner)")
     r.add_argument("--params", type=Path, default=Path("params.yaml"))
     r.add_argument("--data", type=Path, default=None, help="HR dataset folder (default: data.path of --params)")
     r.add_argument("--workdir", type=Path, default=Path("outputs/kfp-local"), help="artifacts and checkpoints")
     r.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline parameter or dotted params key")
     r.set_defaults(handler=_run_local)
 
-    s = sub.add_parser("submit", help="create a run on a Kubeflow Pipelines cluster")
+    s = ksub.add_parser("submit", help="create a run on a Kubeflow Pipelines cluster")
     s.add_argument("--host", required=True, help="KFP API endpoint, e.g. http://localhost:8080")
     s.add_argument("--package", type=Path, default=PACKAGE)
     s.add_argument("--experiment", "-e", default="esrgan")
@@ -79,19 +82,3 @@ def build_parser() -> argparse.ArgumentParser:
                    help="override every task's caching setting for this run")  # fmt: skip
     s.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline parameter or dotted params key")
     s.set_defaults(handler=_submit)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    from pipeline.params import ParamsError
-
-    args = build_parser().parse_args(argv)
-    try:
-        return int(args.handler(args))
-    except ParamsError as exc:
-        print(f"python -m pipeline: error: {exc}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

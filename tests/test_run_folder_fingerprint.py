@@ -1,0 +1,74 @@
+"""``_fresh_or_resumable`` deletes a training run folder: the cases tests/test_train_step_inputs.py
+does not cover (corrupt markers, what is never deleted)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pipeline.steps.train import _fresh_or_resumable
+
+
+def run_with_marker(tmp_path: Path, marker: str | None) -> Path:
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "checkpoints" / "iter_00000400.pth").write_bytes(b"weights")
+    if marker is not None:
+        (run / "fingerprint.json").write_text(marker)
+    return run
+
+
+@pytest.mark.parametrize(
+    "marker",
+    ["{not json", "", "[]", '{"inputs": {"a": 1}}', '"a string"', "null", '{"sha256": 12}'],
+    ids=["invalid-json", "empty", "a-list", "no-sha256", "a-string", "null", "wrong-type"],
+)
+def test_an_unreadable_marker_discards_the_folder(tmp_path: Path, marker: str) -> None:
+    run = run_with_marker(tmp_path, marker)
+    assert _fresh_or_resumable(run, {"a": 1}) is True
+    assert sorted(p.name for p in run.iterdir()) == ["fingerprint.json"]
+    assert json.loads((run / "fingerprint.json").read_text())["inputs"] == {"a": 1}
+
+
+def test_a_marker_folder_instead_of_a_file_discards(tmp_path: Path) -> None:
+    run = run_with_marker(tmp_path, None)
+    (run / "fingerprint.json").mkdir()
+    assert _fresh_or_resumable(run, {"a": 1}) is True
+    assert (run / "fingerprint.json").is_file()
+
+
+def test_the_marker_records_a_digest_independent_of_key_order(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert _fresh_or_resumable(run, {"a": 1, "b": [1, 2]}) is False
+    (run / "keep.txt").write_text("resumable")
+    assert _fresh_or_resumable(run, {"b": [1, 2], "a": 1}) is False  # same inputs, other order
+    assert (run / "keep.txt").read_text() == "resumable"
+    assert set(json.loads((run / "fingerprint.json").read_text())) == {"sha256", "inputs"}
+
+
+def test_nothing_outside_the_run_folder_is_deleted(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.pth").write_bytes(b"keep")
+    sibling = tmp_path / "run-other"
+    sibling.mkdir()
+    (sibling / "fingerprint.json").write_text("{}")
+    run = run_with_marker(tmp_path, '{"sha256": "old"}')
+    (run / "link").symlink_to(outside, target_is_directory=True)  # a link inside is removed, not followed
+
+    assert _fresh_or_resumable(run, {"a": 1}) is True
+    assert (outside / "precious.pth").read_bytes() == b"keep"
+    assert (sibling / "fingerprint.json").read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["outside", "run", "run-other"]
+
+
+def test_a_symlinked_run_folder_is_refused_not_followed(tmp_path: Path) -> None:
+    # shutil.rmtree refuses a symbolic link: the target folder's files survive a changed fingerprint.
+    target = run_with_marker(tmp_path, '{"sha256": "old"}')
+    link = tmp_path / "link"
+    link.symlink_to(target, target_is_directory=True)
+    with pytest.raises(OSError):
+        _fresh_or_resumable(link, {"a": 1})
+    assert (target / "checkpoints" / "iter_00000400.pth").read_bytes() == b"weights"

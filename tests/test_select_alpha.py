@@ -1,0 +1,158 @@
+"""Which alpha becomes the challenger: every branch of ``select_alpha`` and the rows ``summarise``
+builds from the evaluation reports. Pure functions, no MLflow."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from pipeline.params import SelectionParams
+from pipeline.steps.register import SelectionError, select_alpha, summarise
+
+
+def row(alpha: float | None, **metrics: float | None) -> dict[str, Any]:
+    return {"alpha": alpha, **metrics}
+
+
+def best(metric: str = "niqe", margin: float = 1.0) -> SelectionParams:
+    return SelectionParams(rule="best_perceptual_within_margin", metric=metric, psnr_margin_db=margin)
+
+
+# Values chosen to be exact in binary floating point, so the margin boundary is exact too.
+SWEEP = [
+    row(0.0, psnr_y=30.0, niqe=6.0, ssim_y=0.875),
+    row(0.5, psnr_y=29.5, niqe=4.5, ssim_y=0.75),
+    row(1.0, psnr_y=27.0, niqe=3.0, ssim_y=0.5),
+    row(None, psnr_y=26.0, niqe=2.0, ssim_y=0.25),  # bicubic: never a candidate
+]
+
+
+# ------------------------------------------------------------------- best_perceptual_within_margin
+
+
+def test_min_metric_picks_the_lowest_value_within_the_margin() -> None:
+    # alpha 1 has the lowest NIQE but is 3 dB below alpha 0: outside the 1 dB margin.
+    assert select_alpha(SWEEP, best("niqe", 1.0))["alpha"] == 0.5
+    assert select_alpha(SWEEP, best("niqe", 3.0))["alpha"] == 1.0
+
+
+def test_max_metric_picks_the_highest_value() -> None:
+    assert select_alpha(SWEEP, best("ssim_y", 5.0))["alpha"] == 0.0
+    assert select_alpha(SWEEP, best("psnr_y", 5.0))["alpha"] == 0.0
+
+
+def test_the_bicubic_row_is_never_chosen_even_with_the_best_score() -> None:
+    assert select_alpha(SWEEP, best("niqe", 100.0))["alpha"] == 1.0
+
+
+def test_margin_boundary_is_inclusive() -> None:
+    rows = [row(0.0, psnr_y=30.0, niqe=6.0), row(0.5, psnr_y=29.0, niqe=4.0)]
+    assert select_alpha(rows, best("niqe", 1.0))["alpha"] == 0.5  # exactly 1 dB below: eligible
+    assert select_alpha(rows, best("niqe", 0.5))["alpha"] == 0.0  # 1 dB > 0.5: not eligible
+
+
+def test_zero_margin_keeps_alphas_at_least_as_faithful_as_alpha_0() -> None:
+    rows = [row(0.0, psnr_y=30.0, niqe=6.0), row(0.5, psnr_y=30.0, niqe=5.0), row(1.0, psnr_y=29.75, niqe=1.0)]
+    assert select_alpha(rows, best("niqe", 0.0))["alpha"] == 0.5
+
+
+@pytest.mark.parametrize("metric", ["niqe", "ssim_y"])
+def test_ties_go_to_the_smaller_alpha(metric: str) -> None:
+    # Documented in select_alpha: on equal scores the alpha closer to the faithful model wins,
+    # whichever direction the metric has; row order does not matter.
+    rows = [row(1.0, psnr_y=30.0, niqe=3.0, ssim_y=0.5), row(0.5, psnr_y=30.0, niqe=3.0, ssim_y=0.5),
+            row(0.0, psnr_y=30.0, niqe=3.0, ssim_y=0.5)]  # fmt: skip
+    assert select_alpha(rows, best(metric, 1.0))["alpha"] == 0.0
+    rows[2] = row(0.0, psnr_y=30.0, niqe=6.0, ssim_y=0.25)  # alpha 0 worse: 0.5 and 1 tie for best
+    assert select_alpha(rows, best(metric, 1.0))["alpha"] == 0.5
+
+
+def test_rows_missing_the_metric_or_psnr_are_skipped() -> None:
+    rows = [
+        row(0.0, psnr_y=30.0, niqe=6.0),
+        row(0.25, psnr_y=29.5, niqe=None),  # evaluated without NIQE
+        row(0.5, psnr_y=None, niqe=1.0),  # no PSNR: cannot check the margin, so not eligible
+        row(0.75, psnr_y=29.5),  # metric key absent altogether
+        row(1.0, psnr_y=29.5, niqe=5.0),
+    ]
+    assert select_alpha(rows, best("niqe", 1.0))["alpha"] == 1.0
+
+
+def test_no_eligible_alpha_with_the_metric_is_an_error() -> None:
+    rows = [row(0.0, psnr_y=30.0), row(1.0, psnr_y=25.0, niqe=3.0)]  # alpha 0 lacks NIQE, alpha 1 too far
+    with pytest.raises(SelectionError, match=r"no alpha has a value for 'niqe' within 1\.0 dB of alpha 0"):
+        select_alpha(rows, best("niqe", 1.0))
+
+
+@pytest.mark.parametrize(
+    "rows",
+    [
+        [row(0.5, psnr_y=30.0, niqe=3.0), row(1.0, psnr_y=29.0, niqe=2.0)],  # no alpha 0 evaluated
+        [row(0.0, psnr_y=None, niqe=3.0), row(1.0, psnr_y=29.0, niqe=2.0)],  # alpha 0 without PSNR
+        [row(0.0, niqe=3.0)],
+    ],
+)
+def test_the_margin_needs_the_psnr_of_alpha_0(rows: list[dict[str, Any]]) -> None:
+    with pytest.raises(SelectionError, match="alpha 0"):
+        select_alpha(rows, best("niqe", 1.0))
+
+
+def test_the_chosen_row_is_a_copy() -> None:
+    rows = [dict(r) for r in SWEEP]
+    chosen = select_alpha(rows, best("niqe", 1.0))
+    chosen["niqe"] = -1.0
+    assert rows[1]["niqe"] == 4.5
+
+
+# --------------------------------------------------------------------------------------------- fixed
+
+
+def test_fixed_takes_that_alpha_regardless_of_margin_and_missing_metrics() -> None:
+    rows = [row(0.0, psnr_y=30.0), row(1.0, psnr_y=10.0)]
+    rule = SelectionParams(rule="fixed", alpha=1.0, metric="niqe", psnr_margin_db=0.0)
+    assert select_alpha(rows, rule) == {"alpha": 1.0, "psnr_y": 10.0}
+
+
+def test_fixed_matches_alphas_up_to_float_rounding() -> None:
+    rows = [row(0.0, psnr_y=30.0), row(0.1 + 0.2, psnr_y=29.0)]
+    assert select_alpha(rows, SelectionParams(rule="fixed", alpha=0.3))["psnr_y"] == 29.0
+
+
+@pytest.mark.parametrize("alpha", [0.7, None])
+def test_fixed_alpha_not_evaluated_is_an_error(alpha: float | None) -> None:
+    with pytest.raises(SelectionError, match=f"register.selection.alpha {alpha} is not among the evaluated alphas"):
+        select_alpha(SWEEP, SelectionParams(rule="fixed", alpha=alpha))
+
+
+def test_fixed_never_picks_the_bicubic_row() -> None:
+    with pytest.raises(SelectionError):
+        select_alpha([row(None, psnr_y=26.0)], SelectionParams(rule="fixed", alpha=0.0))
+
+
+# ------------------------------------------------------------------------------------------ summarise
+
+
+def report(alpha: Any, model: dict[str, float], bicubic: dict[str, float]) -> dict[str, Any]:
+    return {"alpha": alpha, "model": {"mean": model}, "bicubic": {"mean": bicubic}}
+
+
+def test_summarise_sorts_by_alpha_and_appends_bicubic_last() -> None:
+    rows = summarise([
+        report("1", {"psnr_y": 27.0}, {"psnr_y": 26.0}),
+        report(0, {"psnr_y": 30.0}, {"psnr_y": 26.5}),
+        report(0.5, {"psnr_y": 29.0, "niqe": 4.0}, {"psnr_y": 26.5}),
+    ])  # fmt: skip
+    assert rows == [
+        {"alpha": 0.0, "psnr_y": 30.0},
+        {"alpha": 0.5, "psnr_y": 29.0, "niqe": 4.0},
+        {"alpha": 1.0, "psnr_y": 27.0},
+        {"alpha": None, "psnr_y": 26.0},  # the bicubic baseline of the first report given
+    ]
+    assert all(isinstance(r["alpha"], float) for r in rows[:-1])
+
+
+def test_summarise_feeds_select_alpha() -> None:
+    rows = summarise([report(a, {"psnr_y": p, "niqe": n}, {"psnr_y": 20.0, "niqe": 0.5})
+                      for a, p, n in ((1.0, 29.5, 3.0), (0.0, 30.0, 6.0))])  # fmt: skip
+    assert select_alpha(rows, best("niqe", 1.0))["alpha"] == 1.0
