@@ -80,8 +80,9 @@ class EvaluateParams(_Strict):
 class SelectionParams(_Strict):
     """Which alpha becomes the champion.
 
-    ``best_perceptual_within_margin``: the lowest ``metric`` among alphas whose PSNR-Y is at most
-    ``psnr_margin_db`` below the PSNR model's (alpha 0). ``fixed``: exactly ``alpha``.
+    ``best_perceptual_within_margin``: the best ``metric`` (lowest or highest, as METRIC_DIRECTION
+    says) among alphas whose PSNR-Y is at most ``psnr_margin_db`` below the PSNR model's (alpha 0).
+    ``fixed``: exactly ``alpha``.
     """
 
     rule: Literal["best_perceptual_within_margin", "fixed"] = "best_perceptual_within_margin"

@@ -59,12 +59,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _register(args: argparse.Namespace) -> int:
+    from esrgan.models import alpha_filename
     from pipeline.steps.register import register_step
 
     ctx = _ctx(args)
     alphas = ctx.params.interpolate.alphas
-    reports = [args.reports / f"alpha_{a}.json" for a in alphas]
-    models = {a: args.models / f"alpha_{a}.pth" for a in alphas}
+    reports = [args.reports / alpha_filename(a, ".json") for a in alphas]
+    models = {a: args.models / alpha_filename(a) for a in alphas}
     return _print(register_step(ctx, reports, models, args.summary, args.plot_csv, args.plot_png, args.registered))
 
 

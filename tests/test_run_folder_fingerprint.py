@@ -72,3 +72,13 @@ def test_a_symlinked_run_folder_is_refused_not_followed(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         _fresh_or_resumable(link, {"a": 1})
     assert (target / "checkpoints" / "iter_00000400.pth").read_bytes() == b"weights"
+
+
+def test_a_fingerprint_with_paths_is_recorded_and_resumes(tmp_path: Path) -> None:
+    """Values that are not plain JSON (a Path) are recorded as text; the same inputs then resume."""
+    run = run_with_marker(tmp_path, None)
+    fingerprint = {"init": tmp_path / "psnr.pth", "iterations": 3}
+    assert _fresh_or_resumable(run, fingerprint) is True  # no marker: fresh
+    assert json.loads((run / "fingerprint.json").read_text())["inputs"]["init"] == str(tmp_path / "psnr.pth")
+    (run / "checkpoints").mkdir()
+    assert _fresh_or_resumable(run, fingerprint) is False and (run / "checkpoints").is_dir()

@@ -156,3 +156,8 @@ def test_summarise_feeds_select_alpha() -> None:
     rows = summarise([report(a, {"psnr_y": p, "niqe": n}, {"psnr_y": 20.0, "niqe": 0.5})
                       for a, p, n in ((1.0, 29.5, 3.0), (0.0, 30.0, 6.0))])  # fmt: skip
     assert select_alpha(rows, best("niqe", 1.0))["alpha"] == 1.0
+
+
+def test_summarise_of_no_report_says_so() -> None:
+    with pytest.raises(ValueError, match="no evaluation reports"):
+        summarise([])

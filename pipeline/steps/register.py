@@ -39,6 +39,8 @@ class SelectionError(PipelineError, ValueError):
 
 def summarise(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """One row per alpha (sorted), plus the bicubic baseline as ``alpha = None``."""
+    if not reports:
+        raise ValueError("no evaluation reports to summarise (the sweep evaluated no alpha)")
     rows = [{"alpha": float(r["alpha"]), **r["model"]["mean"]} for r in reports]
     rows.sort(key=lambda r: r["alpha"])
     rows.append({"alpha": None, **reports[0]["bicubic"]["mean"]})

@@ -42,7 +42,10 @@ def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> bool:
 
     from esrgan.fileio import write_json
 
-    digest = hashlib.sha256(json.dumps(fingerprint, sort_keys=True, default=str).encode()).hexdigest()
+    # Plain JSON first: what is hashed is exactly what the marker records, and writing the marker
+    # cannot fail on a value's type after the folder is gone.
+    inputs = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
     marker = run_dir / "fingerprint.json"
     discarded = False
     if run_dir.exists():
@@ -53,7 +56,7 @@ def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> bool:
         if previous != digest:
             shutil.rmtree(run_dir)
             discarded = True
-    write_json(marker, {"sha256": digest, "inputs": fingerprint})
+    write_json(marker, {"sha256": digest, "inputs": inputs})
     return discarded
 
 
