@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.project import REPO, run, tiny_params
+from tests.e2e.project import FAST_KFP_OVERRIDES, REPO, run, tiny_params
 
 pytestmark = pytest.mark.slow
 
@@ -27,16 +27,8 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     build_sample_dataset(root / "data")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     before = {p: p.exists() and p.stat().st_mtime for p in WOULD_BE_WRITTEN}
-    # NIQE/LPIPS of three alphas on 2 cores is most of the time: fidelity metrics and a fixed
-    # champion keep this under 2 minutes (the perceptual selection is covered by the DVC e2e test).
-    fast = [
-        "evaluate.perceptual=false",
-        "register.selection.rule=fixed",
-        "register.selection.alpha=0.5",
-        "register.selection.metric=psnr_y",
-    ]  # the gate compares champions by a computed metric
     result = run([sys.executable, "-m", "pipeline.cli", "kfp", "run-local", "--params", "params.yaml", "--data", "data",
-                  "--workdir", "work", *fast], root, timeout=400, MLFLOW_TRACKING_URI=uri)  # fmt: skip
+                  "--workdir", "work", *FAST_KFP_OVERRIDES], root, timeout=400, MLFLOW_TRACKING_URI=uri)  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert {p: p.exists() and p.stat().st_mtime for p in WOULD_BE_WRITTEN} == before, "wrote into the repository"
     record = json.loads((root / "work" / "registered.json").read_text())

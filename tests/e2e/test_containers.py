@@ -5,7 +5,8 @@
    Docker API: every task in a container of the built image, MLflow a real server on the loopback
    address (the containers share the host network), the champion in its registry.
 
-Skipped where podman is not installed; ``.ci/run`` installs it, so these run in CI.
+Skipped where podman is not installed; ``.ci/run`` installs it, so these run in CI (deselect with
+``-m "not containers"``: the first build of the image takes ~10 minutes on 2 cores).
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import pytest
 import yaml
 
 from tests.e2e.containers import IMAGE_UID, BuiltImages, build_images, podman, podman_socket, writable_by_image
-from tests.e2e.project import REPO, run, tiny_params
+from tests.e2e.project import FAST_KFP_OVERRIDES, REPO, run, tiny_params
 from tests.e2e.servers import mlflow_server
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.containers]
 
 
 @pytest.fixture(scope="session")
@@ -134,8 +135,9 @@ def container_run(images: BuiltImages, tmp_path_factory: pytest.TempPathFactory)
     variants = Images(cpu=images.for_variant("cpu"), cuda=images.for_variant("cuda"))
     pipeline = build_pipeline(variants, params_file)
     compiler.Compiler().compile(pipeline, str(root / "compiled.yaml"))
-    fast = ["evaluate.perceptual=false", "register.selection.rule=fixed", "register.selection.alpha=0.5"]
-    args = build_arguments(pipeline.component_spec.inputs or {}, fast, params_doc=load_params_doc(params_file))
+    args = build_arguments(
+        pipeline.component_spec.inputs or {}, list(FAST_KFP_OVERRIDES), params_doc=load_params_doc(params_file)
+    )
     args.update(data_source="local", data_uri=str(data), data_rev="", checkpoint_root=str(checkpoints))
 
     with mlflow_server(root / "mlflow") as url, podman_socket(root) as docker_host:
