@@ -29,10 +29,30 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     before = {p: p.exists() and p.stat().st_mtime for p in WOULD_BE_WRITTEN}
     # NIQE/LPIPS of three alphas on 2 cores is most of the time: fidelity metrics and a fixed
     # champion keep this under 2 minutes (the perceptual selection is covered by the DVC e2e test).
-    fast = ["evaluate.perceptual=false", "register.selection.rule=fixed", "register.selection.alpha=0.5",
-            "register.selection.metric=psnr_y"]  # the gate compares champions by a computed metric
-    result = run([sys.executable, "-m", "pipeline", "run-local", "--params", "params.yaml", "--data", "data",
-                  "--workdir", "work", *fast], root, timeout=400, MLFLOW_TRACKING_URI=uri)  # fmt: skip
+    fast = [
+        "evaluate.perceptual=false",
+        "register.selection.rule=fixed",
+        "register.selection.alpha=0.5",
+        "register.selection.metric=psnr_y",
+    ]  # the gate compares champions by a computed metric
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline",
+            "run-local",
+            "--params",
+            "params.yaml",
+            "--data",
+            "data",
+            "--workdir",
+            "work",
+            *fast,
+        ],
+        root,
+        timeout=400,
+        MLFLOW_TRACKING_URI=uri,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert {p: p.exists() and p.stat().st_mtime for p in WOULD_BE_WRITTEN} == before, "wrote into the repository"
     record = json.loads((root / "work" / "registered.json").read_text())

@@ -133,9 +133,14 @@ def test_components_install_nothing_at_pod_start(spec: dict[str, Any]) -> None:
 
 def test_components_call_the_step_functions(spec: dict[str, Any]) -> None:
     """Thin wrappers: each embedded component source imports its step function from pipeline.steps."""
-    calls = {"extract-patches": "extract_patches_step", "pretrain-psnr": "pretrain_psnr_step",
-             "finetune-gan": "finetune_gan_step", "interpolate": "interpolate_step",
-             "evaluate": "evaluate_step", "register": "register_step"}  # fmt: skip
+    calls = {
+        "extract-patches": "extract_patches_step",
+        "pretrain-psnr": "pretrain_psnr_step",
+        "finetune-gan": "finetune_gan_step",
+        "interpolate": "interpolate_step",
+        "evaluate": "evaluate_step",
+        "register": "register_step",
+    }
     for name, func in calls.items():
         source = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]["command"][-1]
         assert f"from pipeline.steps import {func}" in source and f"{func}(" in source

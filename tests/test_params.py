@@ -27,7 +27,13 @@ def test_the_training_view_is_the_training_sections_of_the_same_file(profile: st
 
     params = load_params(ROOT / profile)
     view = params.train_config()
-    assert type(view) is TrainConfig and set(view.to_dict()) == {"model", "pretrain_psnr", "finetune_gan", "runtime", "logging"}
+    assert type(view) is TrainConfig and set(view.to_dict()) == {
+        "model",
+        "pretrain_psnr",
+        "finetune_gan",
+        "runtime",
+        "logging",
+    }
     assert view == load_config(ROOT / profile)
     assert view.to_dict() == {k: v for k, v in params.model_dump(mode="json").items() if k in view.to_dict()}
 

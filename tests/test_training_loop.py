@@ -99,7 +99,9 @@ def test_kill_and_resume_gives_exactly_the_same_weights(stage: str, data: dict[s
     )
     init = None
     if stage == "gan":
-        init = _run("psnr", tiny_config(pretrain_psnr={"iterations": 2, "val_every": 0}), data, tmp_path / "init").generator_path
+        init = _run(
+            "psnr", tiny_config(pretrain_psnr={"iterations": 2, "val_every": 0}), data, tmp_path / "init"
+        ).generator_path
     kw = {"init_generator": init} if init else {}
     half = cfg[STAGE_SECTIONS[stage]]["checkpoint_every"]
     straight = _run(stage, cfg, data, tmp_path / "straight", **kw)
@@ -114,8 +116,10 @@ def test_kill_and_resume_gives_exactly_the_same_weights(stage: str, data: dict[s
         if key in a:
             _assert_same_tensors(a[key], b[key], key)
     assert a["iteration"] == b["iteration"] == cfg[STAGE_SECTIONS[stage]]["iterations"]
-    assert torch.equal(load_generator(straight.ema_generator_path).conv_last.weight,
-                       load_generator(resumed.ema_generator_path).conv_last.weight)  # fmt: skip
+    assert torch.equal(
+        load_generator(straight.ema_generator_path).conv_last.weight,
+        load_generator(resumed.ema_generator_path).conv_last.weight,
+    )
     if stage == "gan":
         assert straight.backbone["name"] == "random" and straight.discriminator_path.is_file()
 

@@ -130,4 +130,3 @@ class RRDBNet(nn.Module):
         for conv in self._up_convs:
             feat = self.lrelu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")))
         return self.conv_last(self.lrelu(self.conv_hr(feat)))
-

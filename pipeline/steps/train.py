@@ -131,10 +131,14 @@ def pretrain_psnr_step(
     with stage_run(ctx.tracking, "pretrain_psnr", _sections(ctx, "pretrain_psnr")):
         result = train_psnr(
             ctx.params.train_config(),
-            patches_dir / "train" / "hr", patches_dir / "train" / "lr",
-            patches_dir / "val" / "hr", patches_dir / "val" / "lr",
-            run_dir, resume=resume, callbacks=MlflowCallbacks(),
-        )  # fmt: skip
+            patches_dir / "train" / "hr",
+            patches_dir / "train" / "lr",
+            patches_dir / "val" / "hr",
+            patches_dir / "val" / "lr",
+            run_dir,
+            resume=resume,
+            callbacks=MlflowCallbacks(),
+        )
         return _finish(result, model_out, metrics_file)
 
 
@@ -153,8 +157,13 @@ def finetune_gan_step(
     with stage_run(ctx.tracking, "finetune_gan", _sections(ctx, "finetune_gan")):
         result = train_gan(
             ctx.params.train_config(),
-            patches_dir / "train" / "hr", patches_dir / "train" / "lr",
-            patches_dir / "val" / "hr", patches_dir / "val" / "lr",
-            run_dir, init_generator=psnr_model, resume=resume, callbacks=MlflowCallbacks(),
-        )  # fmt: skip
+            patches_dir / "train" / "hr",
+            patches_dir / "train" / "lr",
+            patches_dir / "val" / "hr",
+            patches_dir / "val" / "lr",
+            run_dir,
+            init_generator=psnr_model,
+            resume=resume,
+            callbacks=MlflowCallbacks(),
+        )
         return _finish(result, model_out, metrics_file)
