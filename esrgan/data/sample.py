@@ -12,6 +12,7 @@ your own photos) into the same layout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -293,7 +294,7 @@ def import_dataset(
 
     entries = []
     for path, split in plan:
-        atomic_write(out / split / path.name, lambda tmp, path=path: shutil.copyfile(path, tmp))
+        atomic_write(out / split / path.name, functools.partial(shutil.copyfile, path))
         with Image.open(path) as img:  # header only: size without decoding
             width, height = img.size
         entries.append(

@@ -204,7 +204,8 @@ def train(
                 f"{init_generator}: generator architecture {initial.config} differs from the config's {generator.config}"
             )
         generator.load_state_dict(initial.state_dict())
-    generator.to(device, memory_format=memory_format).train()
+    # torch's overloads of Module.to omit (device, memory_format=...), which it accepts.
+    generator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
     opt_g = torch.optim.Adam(
         generator.parameters(), lr=sc.optimizer.lr, betas=sc.optimizer.betas, weight_decay=sc.optimizer.weight_decay
     )
@@ -218,7 +219,7 @@ def train(
         discriminator = VGGDiscriminator(sc.data.patch_size, cfg.model.out_ch, sc.discriminator.num_feat)
         if ctx.distributed and cuda and sc.discriminator.sync_batchnorm:
             discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-        discriminator.to(device, memory_format=memory_format).train()
+        discriminator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
         opt_d = torch.optim.Adam(
             discriminator.parameters(),
             lr=sc.optimizer_d.lr,
