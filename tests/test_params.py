@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -54,7 +56,7 @@ def base() -> dict:
         (lambda p: p["model"].update(scale=3), "model.scale"),
     ],
 )
-def test_bad_params_name_the_key(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_params_name_the_key(mutate: Callable[[dict[str, Any]], object], message: str) -> None:
     params = base()
     mutate(params)
     with pytest.raises(ParamsError) as err:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -152,7 +153,7 @@ def test_garbage_model_files_never_suggest_weights_only_false(tmp_path, capsys, 
 
 
 class _RunsCode:
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
         return (os.system, ("true",))
 
 
