@@ -31,8 +31,7 @@ def fetch(version: str = VERSION, cache: Path = CACHE) -> Path:
         return target
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps",
-               f"basicsr-fixed=={version}", "-d", tmp]  # fmt: skip
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", f"basicsr-fixed=={version}", "-d", tmp]
         subprocess.run(cmd, check=True)
         sdist = next(Path(tmp).glob("basicsr*fixed-*.tar.gz"))
         digest = hashlib.sha256(sdist.read_bytes()).hexdigest()

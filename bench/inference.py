@@ -72,9 +72,9 @@ def plain_tiled(model: nn.Module, x: torch.Tensor, tile: int, tile_pad: int, sca
             cy1, cx1 = min(y1 + tile_pad, h), min(x1 + tile_pad, w)
             result = model(x[:, :, cy0:cy1, cx0:cx1])
             oy, ox = (y0 - cy0) * scale, (x0 - cx0) * scale
-            out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = result[
-                :, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale
-            ].float().cpu()
+            out[:, :, y0 * scale : y1 * scale, x0 * scale : x1 * scale] = (
+                result[:, :, oy : oy + (y1 - y0) * scale, ox : ox + (x1 - x0) * scale].float().cpu()
+            )
     return out.clamp_(0.0, 1.0)
 
 
@@ -129,8 +129,9 @@ def runners(
     """``{row name: x -> clamped output}``. ``variants`` adds the CUDA matrix / diagnostic rows."""
     scale = ARCH["scale"]
 
-    def peer(model: nn.Module, fmt: torch.memory_format = torch.contiguous_format,
-             dtype: torch.dtype | None = None) -> Runner:  # fmt: skip
+    def peer(
+        model: nn.Module, fmt: torch.memory_format = torch.contiguous_format, dtype: torch.dtype | None = None
+    ) -> Runner:
         def run(x: torch.Tensor) -> torch.Tensor:
             with torch.inference_mode(), autocast(device, dtype):
                 x = x.contiguous(memory_format=fmt)
@@ -218,14 +219,25 @@ def main() -> None:
         info["basicsr"] = peers.basicsr_version()
     macs = rrdbnet_macs_per_lr_pixel()
     peak = common.matmul_peak_gflops(device)
-    print(f"machine: {info['cpu'] if device.type == 'cpu' else info['device_name']}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads, load {info['loadavg_start'][0]:.2f}")  # fmt: skip
-    print(f"dense fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s (n={peak['size']}); "
-          f"RRDBNet x4 nf64 nb23 gc32: {macs:,} multiply-adds per LR pixel")  # fmt: skip
+    print(
+        f"machine: {info['cpu'] if device.type == 'cpu' else info['device_name']}, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads, load {info['loadavg_start'][0]:.2f}"
+    )
+    print(
+        f"dense fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s (n={peak['size']}); "
+        f"RRDBNet x4 nf64 nb23 gc32: {macs:,} multiply-adds per LR pixel"
+    )
 
     models = make_models(device)
-    results: dict[str, Any] = {"machine": info, "arch": ARCH, "macs_per_lr_pixel": macs, "matmul_peak": peak,
-                               "tile_pad": args.tile_pad, "reps": args.reps, "configs": {}}  # fmt: skip
+    results: dict[str, Any] = {
+        "machine": info,
+        "arch": ARCH,
+        "macs_per_lr_pixel": macs,
+        "matmul_peak": peak,
+        "tile_pad": args.tile_pad,
+        "reps": args.reps,
+        "configs": {},
+    }
     for cfg in configs:
         # Diagnostic rows on the whole image only (on CPU), to keep the suite short.
         variants = not args.no_variants and (cfg.tile == 0 or device.type == "cuda")
@@ -240,8 +252,15 @@ def main() -> None:
         entry: dict[str, Any] = {"size": cfg.size, "tile": cfg.tile, "output_megapixels": out_mp, "rows": {}}
         for name in rows:
             t = common.median(times[name])
-            child_args = [name, cfg.name, f"{cfg.size}:{cfg.tile}", "--device", args.device,
-                          "--tile-pad", str(args.tile_pad)]  # fmt: skip
+            child_args = [
+                name,
+                cfg.name,
+                f"{cfg.size}:{cfg.tile}",
+                "--device",
+                args.device,
+                "--tile-pad",
+                str(args.tile_pad),
+            ]
             mem = {} if args.no_memory else common.run_child(SCRIPT, child_args)
             entry["rows"][name] = {
                 "seconds": times[name],
@@ -266,18 +285,21 @@ def report(cfg: Config, entry: dict[str, Any]) -> None:
     table = []
     for name, r in rows.items():
         mem = r["memory"].get("peak_delta_mib", float("nan"))
-        table.append([
-            name,
-            r["median_s"],
-            r["mp_per_s"],
-            r["median_s"] / ours["median_s"] if name != "ours" else 1.0,  # speed ratio ours/peer (>1: ours faster)
-            mem,
-            ours["memory"].get("peak_delta_mib", float("nan")) / mem,  # ours/peer (<=1: ours no bigger)
-            r["utilisation"],
-            f"{r['max_abs_diff_vs_ours']:.1e}",
-        ])
-    common.print_table(["impl", "median s", "MP/s", "speed ours/this", "peak MiB", "mem ours/this",
-                        "FLOP util", "max|diff|"], table)  # fmt: skip
+        table.append(
+            [
+                name,
+                r["median_s"],
+                r["mp_per_s"],
+                r["median_s"] / ours["median_s"] if name != "ours" else 1.0,  # speed ratio ours/peer (>1: ours faster)
+                mem,
+                ours["memory"].get("peak_delta_mib", float("nan")) / mem,  # ours/peer (<=1: ours no bigger)
+                r["utilisation"],
+                f"{r['max_abs_diff_vs_ours']:.1e}",
+            ]
+        )
+    common.print_table(
+        ["impl", "median s", "MP/s", "speed ours/this", "peak MiB", "mem ours/this", "FLOP util", "max|diff|"], table
+    )
 
 
 if __name__ == "__main__":

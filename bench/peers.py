@@ -88,8 +88,14 @@ class _Stub(nn.Module):
 def basicsr_modules() -> dict[str, types.ModuleType]:
     """Import BasicSR's ESRGAN files; returns ``{short name: module}``."""
     if "basicsr.archs.rrdbnet_arch" in sys.modules and "basicsr.models.esrgan_model" in sys.modules:
-        names = ("archs.rrdbnet_arch", "archs.discriminator_arch", "archs.vgg_arch", "losses.basic_loss",
-                 "losses.gan_loss", "models.esrgan_model")  # fmt: skip
+        names = (
+            "archs.rrdbnet_arch",
+            "archs.discriminator_arch",
+            "archs.vgg_arch",
+            "losses.basic_loss",
+            "losses.gan_loss",
+            "models.esrgan_model",
+        )
         return {n.split(".")[-1]: sys.modules[f"basicsr.{n}"] for n in names}
     root = basicsr_source() / "basicsr"
     _package("basicsr", root)

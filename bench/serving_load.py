@@ -133,8 +133,21 @@ def serve(model_uri: str, tracking_uri: str, log: Path) -> Iterator[tuple[str, s
     """``mlflow models serve`` in its own process group; stopped by its process group id."""
     port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_bin), "models", "serve", "-m", model_uri, "--env-manager", "local",
-           "--host", "127.0.0.1", "-p", str(port), "--timeout", "600"]  # fmt: skip
+    cmd = [
+        str(mlflow_bin),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+        "--timeout",
+        "600",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
     with open(log, "w") as fh:
         proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
@@ -209,12 +222,19 @@ def bench_one(generator: Path, tile: int, args: argparse.Namespace, workdir: Pat
     lat = sorted(t for _, t in results)
     statuses = sorted({s for s, _ in results})
     return {
-        "tile": tile, "requests": args.requests, "concurrency": args.concurrency, "size": args.size,
-        "statuses": statuses, "p50_s": statistics.median(lat),
-        "p95_s": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))], "max_s": lat[-1],
-        "throughput_img_s": args.requests / wall, "idle_rss_mib": idle / MIB, "peak_rss_mib": mem.peak / MIB,
+        "tile": tile,
+        "requests": args.requests,
+        "concurrency": args.concurrency,
+        "size": args.size,
+        "statuses": statuses,
+        "p50_s": statistics.median(lat),
+        "p95_s": lat[min(len(lat) - 1, round(0.95 * (len(lat) - 1)))],
+        "max_s": lat[-1],
+        "throughput_img_s": args.requests / wall,
+        "idle_rss_mib": idle / MIB,
+        "peak_rss_mib": mem.peak / MIB,
         "bad_requests": bad,
-    }  # fmt: skip
+    }
 
 
 def main() -> int:
@@ -229,12 +249,16 @@ def main() -> int:
         workdir = Path(tmp)
         generator, label = generator_file(args.model, workdir)
         rows = [bench_one(generator, int(t), args, workdir) for t in args.tiles.split(",")]
-    print(f"model: {label}; {args.requests} requests of {args.size}x{args.size}, {args.concurrency} concurrent; "
-          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")  # fmt: skip
+    print(
+        f"model: {label}; {args.requests} requests of {args.size}x{args.size}, {args.concurrency} concurrent; "
+        f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}"
+    )
     print(f"{'tile':>5} {'p50 s':>7} {'p95 s':>7} {'max s':>7} {'img/s':>6} {'idle MiB':>9} {'peak MiB':>9}  statuses")
     for r in rows:
-        print(f"{r['tile']:>5} {r['p50_s']:7.2f} {r['p95_s']:7.2f} {r['max_s']:7.2f} {r['throughput_img_s']:6.2f} "
-              f"{r['idle_rss_mib']:9.0f} {r['peak_rss_mib']:9.0f}  {r['statuses']}")  # fmt: skip
+        print(
+            f"{r['tile']:>5} {r['p50_s']:7.2f} {r['p95_s']:7.2f} {r['max_s']:7.2f} {r['throughput_img_s']:6.2f} "
+            f"{r['idle_rss_mib']:9.0f} {r['peak_rss_mib']:9.0f}  {r['statuses']}"
+        )
     print("bad requests (status per case, must be 4xx):")
     for r in rows:
         print(f"  tile {r['tile']}: " + ", ".join(f"{k} {v}" for k, v in r["bad_requests"].items()))

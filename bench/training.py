@@ -67,8 +67,14 @@ def _ours_modules(patch: int) -> tuple[RRDBNet, VGGDiscriminator, PerceptualLoss
     return generator, discriminator, perceptual
 
 
-def ours_step(patch: int, lr_img: torch.Tensor, hr_img: torch.Tensor, device: torch.device,
-              amp: torch.dtype | None = None, channels_last: bool = False) -> Step:  # fmt: skip
+def ours_step(
+    patch: int,
+    lr_img: torch.Tensor,
+    hr_img: torch.Tensor,
+    device: torch.device,
+    amp: torch.dtype | None = None,
+    channels_last: bool = False,
+) -> Step:
     generator, discriminator, perceptual = _ours_modules(patch)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     generator.to(device, memory_format=fmt).train()
@@ -118,9 +124,14 @@ def basicsr_step(patch: int, lr_img: torch.Tensor, hr_img: torch.Tensor, device:
     with tempfile.TemporaryDirectory() as tmp:
         mods["vgg_arch"].VGG_PRETRAIN_PATH = str(_vgg19_file(perceptual, Path(tmp)))
         cri_perceptual = mods["basic_loss"].PerceptualLoss(
-            layer_weights={"conv5_4": 1.0}, vgg_type="vgg19", use_input_norm=True, range_norm=False,
-            perceptual_weight=1.0, style_weight=0.0, criterion="l1",
-        )  # fmt: skip
+            layer_weights={"conv5_4": 1.0},
+            vgg_type="vgg19",
+            use_input_norm=True,
+            range_norm=False,
+            perceptual_weight=1.0,
+            style_weight=0.0,
+            criterion="l1",
+        )
     del generator, discriminator, perceptual
     model = mods["esrgan_model"].ESRGANModel()  # its base class is stubbed: set what optimize_parameters uses
     model.net_g = net_g.to(device).train()
@@ -194,16 +205,25 @@ def main() -> None:
     info = common.machine_info(device)
     with contextlib.suppress(peers.PeerUnavailable):
         info["basicsr"] = peers.basicsr_version()
-    print(f"machine: {info['cpu'] if device.type == 'cpu' else info['device_name']}, torch {torch.__version__}, "
-          f"load {info['loadavg_start'][0]:.2f}; batch {args.batch}, HR patch {args.patch} "
-          f"(LR {args.patch // ARCH['scale']}), perceptual VGG19 conv5_4 (random weights, same for both)")  # fmt: skip
+    print(
+        f"machine: {info['cpu'] if device.type == 'cpu' else info['device_name']}, torch {torch.__version__}, "
+        f"load {info['loadavg_start'][0]:.2f}; batch {args.batch}, HR patch {args.patch} "
+        f"(LR {args.patch // ARCH['scale']}), perceptual VGG19 conv5_4 (random weights, same for both)"
+    )
     steps = make_steps(args, device)
     # Same starting point: the first step's losses must agree (they are logged for the record).
     first = {name: step() for name, step in steps.items()}
     times = common.time_interleaved(steps, args.reps, max(0, args.warmup - 1), device)
-    results: dict[str, Any] = {"machine": info, "arch": ARCH, "batch": args.batch, "patch": args.patch,
-                               "perceptual": "VGG19 conv5_4 pre-ReLU, random weights (seed 0)",
-                               "reps": args.reps, "first_step_losses": first, "rows": {}}  # fmt: skip
+    results: dict[str, Any] = {
+        "machine": info,
+        "arch": ARCH,
+        "batch": args.batch,
+        "patch": args.patch,
+        "perceptual": "VGG19 conv5_4 pre-ReLU, random weights (seed 0)",
+        "reps": args.reps,
+        "first_step_losses": first,
+        "rows": {},
+    }
     table = []
     ours_t = common.median(times["ours"])
     ours_mem: float | None = None
@@ -221,9 +241,11 @@ def main() -> None:
     if "basicsr" in first:
         b = first["basicsr"]
         g_basicsr = b["l_g_pix"] + b["l_g_percep"] + b["l_g_gan"]
-        print(f"first-step G loss: ours {g_ours:.6f}, basicsr {g_basicsr:.6f}; D real/fake: ours "
-              f"{first['ours']['loss_d_real']:.6f}/{first['ours']['loss_d_fake']:.6f}, basicsr "
-              f"{b['l_d_real']:.6f}/{b['l_d_fake']:.6f}")  # fmt: skip
+        print(
+            f"first-step G loss: ours {g_ours:.6f}, basicsr {g_basicsr:.6f}; D real/fake: ours "
+            f"{first['ours']['loss_d_real']:.6f}/{first['ours']['loss_d_fake']:.6f}, basicsr "
+            f"{b['l_d_real']:.6f}/{b['l_d_fake']:.6f}"
+        )
     path = common.write_json(f"training_{device.type}.json", results)
     print(f"load average at end: {common.os.getloadavg()[0]:.2f}; wrote {path}")
 

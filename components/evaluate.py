@@ -21,8 +21,14 @@ def evaluate(
 
     ctx, _ = open_step(config.path)
     with tempfile.TemporaryDirectory() as tmp:
-        means = evaluate_step(ctx, Path(model.path) / GENERATOR_FILE, alpha, Path(hr_dataset.path) / "val",
-                              Path(report.path), Path(tmp) / "metrics.json")  # fmt: skip
+        means = evaluate_step(
+            ctx,
+            Path(model.path) / GENERATOR_FILE,
+            alpha,
+            Path(hr_dataset.path) / "val",
+            Path(report.path),
+            Path(tmp) / "metrics.json",
+        )
     log_metrics(metrics, means)
     report.metadata["alpha"] = alpha
     rows = "\n".join(f"| {k} | {'n/a' if v is None else f'{v:.4f}'} |" for k, v in means.items())

@@ -10,6 +10,7 @@ def interpolate(alpha: float, psnr_model: Input[Model], gan_model: Input[Model],
     from components.runtime import GENERATOR_FILE, generator_file
     from pipeline.steps import interpolate_step
 
-    interpolate_step(Path(psnr_model.path) / GENERATOR_FILE, Path(gan_model.path) / GENERATOR_FILE, alpha,
-                     generator_file(model.path))  # fmt: skip
+    interpolate_step(
+        Path(psnr_model.path) / GENERATOR_FILE, Path(gan_model.path) / GENERATOR_FILE, alpha, generator_file(model.path)
+    )
     model.metadata["alpha"] = alpha

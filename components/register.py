@@ -27,8 +27,15 @@ def register(
     by_alpha = {float(m.metadata["alpha"]): Path(m.path) / GENERATOR_FILE for m in models}
     with tempfile.TemporaryDirectory() as tmp:
         png = Path(tmp) / "perception_distortion.png"
-        record = register_step(ctx, [Path(r.path) for r in reports], by_alpha, Path(tmp) / "summary.json",
-                               Path(plot_data.path), png, Path(registered.path))  # fmt: skip
+        record = register_step(
+            ctx,
+            [Path(r.path) for r in reports],
+            by_alpha,
+            Path(tmp) / "summary.json",
+            Path(plot_data.path),
+            png,
+            Path(registered.path),
+        )
         image = base64.b64encode(png.read_bytes()).decode()
     log_metrics(summary, record["metrics"], prefix="champion_")
     summary.log_metric("champion_alpha", float(record["alpha"]))

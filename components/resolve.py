@@ -22,8 +22,14 @@ def resolve_params(
     from pipeline.data_source import DataSource
     from pipeline.kfp_params import pipeline_key, resolve_params
 
-    knobs = {"alphas": alphas, "psnr_iterations": psnr_iterations, "gan_iterations": gan_iterations,
-             "device": device, "experiment": experiment, "model_name": model_name}  # fmt: skip
+    knobs = {
+        "alphas": alphas,
+        "psnr_iterations": psnr_iterations,
+        "gan_iterations": gan_iterations,
+        "device": device,
+        "experiment": experiment,
+        "model_name": model_name,
+    }
     params = resolve_params(params_json, knobs)
     data = DataSource(kind=data_source, uri=data_uri, rev=data_rev, path=data_path).as_dict()
     key = pipeline_key(params, data, code_version=project_version())  # the image's package version

@@ -28,8 +28,9 @@ def pretrain_psnr(
     ctx, config_data = open_step(config.path, {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name})
     run_dir = Path(checkpoint_root) / config_data["key"] / "pretrain_psnr"
     with tempfile.TemporaryDirectory() as tmp:
-        result = pretrain_psnr_step(ctx, Path(patches.path), run_dir, generator_file(model.path),
-                                    Path(tmp) / "metrics.json", resume=True)  # fmt: skip
+        result = pretrain_psnr_step(
+            ctx, Path(patches.path), run_dir, generator_file(model.path), Path(tmp) / "metrics.json", resume=True
+        )
     log_metrics(metrics, result)
 
 
@@ -53,6 +54,13 @@ def finetune_gan(
     ctx, config_data = open_step(config.path, {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name})
     run_dir = Path(checkpoint_root) / config_data["key"] / "finetune_gan"
     with tempfile.TemporaryDirectory() as tmp:
-        result = finetune_gan_step(ctx, Path(patches.path), Path(psnr_model.path) / GENERATOR_FILE, run_dir,
-                                   generator_file(model.path), Path(tmp) / "metrics.json", resume=True)  # fmt: skip
+        result = finetune_gan_step(
+            ctx,
+            Path(patches.path),
+            Path(psnr_model.path) / GENERATOR_FILE,
+            run_dir,
+            generator_file(model.path),
+            Path(tmp) / "metrics.json",
+            resume=True,
+        )
     log_metrics(metrics, result)

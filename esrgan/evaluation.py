@@ -100,7 +100,11 @@ def _image_metrics(
         "niqe": lambda: niqe(sr, crop_border),
     }
     for name in names:
-        fn = compute.get(name) or (lambda name=name: PERCEPTUAL_METRICS[name](sr, hr, device))
+
+        def perceptual(name: str = name) -> float:
+            return PERCEPTUAL_METRICS[name](sr, hr, device)
+
+        fn = compute.get(name) or perceptual
         try:
             value = fn()
         except (MetricUnavailable, ValueError) as exc:

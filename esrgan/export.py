@@ -49,11 +49,19 @@ def export_onnx(model: RRDBNet, path: str | os.PathLike[str], opset: int = DEFAU
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", DeprecationWarning)  # "legacy exporter": chosen on purpose, see above
             torch.onnx.export(
-                cpu, (example,), tmp, input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
-                              OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"}},
-                opset_version=opset, do_constant_folding=True, dynamo=False,
-            )  # fmt: skip
+                cpu,
+                (example,),
+                tmp,
+                input_names=[INPUT_NAME],
+                output_names=[OUTPUT_NAME],
+                dynamic_axes={
+                    INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                    OUTPUT_NAME: {0: "batch", 2: "out_height", 3: "out_width"},
+                },
+                opset_version=opset,
+                do_constant_folding=True,
+                dynamo=False,
+            )
 
     return atomic_write(path, _write)
 

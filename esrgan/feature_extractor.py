@@ -132,6 +132,8 @@ class BlurMaxPool(nn.Module):
     binomial ([1, 2, 1] outer product / 16) depthwise blur with stride 2 after reflection
     padding of 2 on every side (ST-LPIPS' ``Downsample(filt_size=3, pad_more=True)``)."""
 
+    filt: torch.Tensor
+
     def __init__(self) -> None:
         super().__init__()
         a = torch.tensor([1.0, 2.0, 1.0])
@@ -163,6 +165,9 @@ class VGGFeatureExtractor(nn.Module):
     gradients and the network stays in eval mode even when a parent calls ``.train()``.
     Gradients still flow to the *input*, which is what a perceptual loss needs.
     """
+
+    mean: torch.Tensor
+    std: torch.Tensor
 
     def __init__(self, features: nn.Sequential, arch: str, layers: Iterable[str], backbone: BackboneInfo) -> None:
         super().__init__()

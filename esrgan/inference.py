@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import resource
-from typing import Literal, overload
+from typing import Literal, cast, overload
 
 import numpy as np
 import torch
@@ -58,7 +58,7 @@ class InsufficientMemoryError(EsrganError, MemoryError):
 
 def peak_bytes_per_pixel(model: nn.Module) -> float:
     """Estimated peak bytes of one forward pass per input pixel (activations, not weights)."""
-    scale, feat = int(model.scale), int(getattr(model, "num_feat", 64))
+    scale, feat = int(cast(int, model.scale)), int(getattr(model, "num_feat", 64))
     grow, factor = int(getattr(model, "num_grow", 32)), _unshuffle_factor(model)
     # The full-resolution tail (upsampled features, conv_hr, conv_last) dominates; the dense blocks
     # run at the (unshuffled) input resolution with up to num_feat + 4 * num_grow channels.
@@ -69,7 +69,7 @@ def image_bytes_per_pixel(model: nn.Module, channels: int = 3) -> float:
     """Whole-image host buffers per input pixel, which tiling cannot shrink: the float32 output of
     each pass (a non-constant alpha is a second pass), the float32 input, grey/alpha reductions and
     the 8/16-bit result."""
-    scale2 = int(model.scale) ** 2
+    scale2 = int(cast(int, model.scale)) ** 2
     passes = 2 if channels in (2, 4) else 1
     return scale2 * (4 * 3 * passes + 4 * 4 + 2 * 4) + 4 * 3 * 2 + 2 * channels
 
@@ -231,7 +231,7 @@ def _run(model: nn.Module, x: torch.Tensor, dtype: torch.dtype | None) -> torch.
     """Forward one batch; falls back to fp32 when reduced precision overflows."""
     if dtype is not None:
         with torch.autocast(device_type=x.device.type, dtype=dtype):
-            out = model(x).float()
+            out: torch.Tensor = model(x).float()
         if torch.isfinite(out).all():
             return out
         log.warning("%s output was not finite (overflow); recomputing this tile in fp32", dtype)
@@ -266,7 +266,7 @@ def upscale_tensor(
         raise ValueError(f"expected an (N, C, H, W) tensor, got shape {tuple(x.shape)}")
     if tile < 0 or tile_pad < 0:
         raise ValueError(f"tile and tile_pad must be non-negative, got {tile} and {tile_pad}")
-    scale = int(model.scale)
+    scale = int(cast(int, model.scale))
     device = _model_device(model)
     dtype = _autocast_dtype(precision, device)
     # channels_last on CPU too: oneDNN's convolutions run natively in NHWC; NCHW input costs a layout
@@ -356,7 +356,10 @@ def upscale(
     peak = float(np.iinfo(arr.dtype).max)
     channels = arr.shape[2]
     colour, alpha = (arr[:, :, :-1], arr[:, :, -1:]) if channels in (2, 4) else (arr, None)
-    run = lambda a: upscale_tensor(model, _to_float(a, peak), tile, tile_pad, precision)  # noqa: E731
+
+    def run(a: np.ndarray) -> torch.Tensor:
+        return upscale_tensor(model, _to_float(a, peak), tile, tile_pad, precision)
+
     if colour.shape[2] == 1:
         result = run(np.repeat(colour, 3, axis=2)).mean(dim=1, keepdim=True)
     else:

@@ -112,9 +112,13 @@ def decide(
         return Decision(True, "forced by register.force_promote", figures, old, champion_version, compared_on)
     if old is None:
         return Decision(
-            False, f"the champion (version {champion_version}) could not be measured on these images",
-            figures, None, champion_version, compared_on,
-        )  # fmt: skip
+            False,
+            f"the champion (version {champion_version}) could not be measured on these images",
+            figures,
+            None,
+            champion_version,
+            compared_on,
+        )
     ok, why = at_least_as_good(figures, old, rule)
     return Decision(ok, f"{why}; vs champion version {champion_version}", figures, old, champion_version, compared_on)
 
@@ -222,16 +226,20 @@ def list_versions(mlflow_client: Any, name: str) -> list[dict[str, Any]]:
     rows = []
     for mv in sorted(versions, key=lambda v: int(v.version), reverse=True):
         tags = mv.tags or {}
-        rows.append({
-            "version": str(mv.version),
-            "aliases": sorted(aliases.get(str(mv.version), [])),
-            "alpha": tags.get("alpha", ""),
-            **{m: tags.get(m, "") for m in LIST_METRICS},
-            "data": tags.get("data.dvc.md5", "")[:12],
-            "commit": tags.get("git.commit", "")[:8],
-            "decision": tags.get("decision", "") + (" (rolled back)" if ROLLBACK_TAG in tags else ""),
-            "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "version": str(mv.version),
+                "aliases": sorted(aliases.get(str(mv.version), [])),
+                "alpha": tags.get("alpha", ""),
+                **{m: tags.get(m, "") for m in LIST_METRICS},
+                "data": tags.get("data.dvc.md5", "")[:12],
+                "commit": tags.get("git.commit", "")[:8],
+                "decision": tags.get("decision", "") + (" (rolled back)" if ROLLBACK_TAG in tags else ""),
+                "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, timezone.utc).strftime(
+                    "%Y-%m-%d %H:%M"
+                ),
+            }
+        )
     return rows
 
 

@@ -72,8 +72,12 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument("--model", "-m", required=True, help="generator checkpoint (.pth/.safetensors) or models:/ URI")
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder")
-    p.add_argument("--tile", type=int, default=None,
-                   help="tile edge in input pixels; 0 = whole image; default: planned from image size and free memory")  # fmt: skip
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=None,
+        help="tile edge in input pixels; 0 = whole image; default: planned from image size and free memory",
+    )
     p.add_argument("--tile-pad", type=int, default=None, help="context around each tile in input pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
@@ -175,8 +179,13 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _add_train(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("train", help="train one stage of a profile (params.yaml, configs/params.paper.yaml)")
     p.add_argument("stage", choices=["psnr", "gan"])
-    p.add_argument("--config", "-c", type=Path, default=Path("params.yaml"),
-                   help="the profile whose model, pretrain_psnr/finetune_gan, runtime and logging sections to use")
+    p.add_argument(
+        "--config",
+        "-c",
+        type=Path,
+        default=Path("params.yaml"),
+        help="the profile whose model, pretrain_psnr/finetune_gan, runtime and logging sections to use",
+    )
     p.add_argument("--patches", type=Path, required=True, help="folder with train/{hr,lr} and val/{hr,lr}")
     p.add_argument("--out", "-o", type=Path, required=True, help="run folder (checkpoints, samples, generator)")
     p.add_argument("--init", type=Path, help="generator to start the GAN stage from (the PSNR model)")
@@ -192,11 +201,16 @@ def _run_train(args: argparse.Namespace) -> int:
         raise UserError("train gan needs --init (the PSNR-oriented generator)")
     val = args.patches / "val"
     result = train(
-        args.stage, load_params(args.config).train_config(),
-        args.patches / "train" / "hr", args.patches / "train" / "lr",
-        val / "hr" if val.is_dir() else None, val / "lr" if val.is_dir() else None,
-        args.out, init_generator=args.init, resume=args.resume,
-    )  # fmt: skip
+        args.stage,
+        load_params(args.config).train_config(),
+        args.patches / "train" / "hr",
+        args.patches / "train" / "lr",
+        val / "hr" if val.is_dir() else None,
+        val / "lr" if val.is_dir() else None,
+        args.out,
+        init_generator=args.init,
+        resume=args.resume,
+    )
     return _print(result.to_dict())
 
 
@@ -236,8 +250,12 @@ def _add_kfp(sub: argparse._SubParsersAction) -> None:
 
 def _add_main(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("main", help="the main job: sample data if missing, dvc repro, champion summary")
-    p.add_argument("--profile", choices=["paper"], default=None,
-                   help="copy configs/params.<profile>.yaml over params.yaml first (git checkout params.yaml undoes it)")  # fmt: skip
+    p.add_argument(
+        "--profile",
+        choices=["paper"],
+        default=None,
+        help="copy configs/params.<profile>.yaml over params.yaml first (git checkout params.yaml undoes it)",
+    )
     p.set_defaults(handler=_run_main)
 
 
@@ -357,8 +375,14 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
         model = load_model_for_inference(args.model, "cpu")
     start = time.perf_counter()
     path = export_onnx(model, args.output, opset=args.opset)
-    return _print({"path": str(path), "bytes": path.stat().st_size, "seconds": round(time.perf_counter() - start, 2),
-                   "architecture": model.config})  # fmt: skip
+    return _print(
+        {
+            "path": str(path),
+            "bytes": path.stat().st_size,
+            "seconds": round(time.perf_counter() - start, 2),
+            "architecture": model.config,
+        }
+    )
 
 
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
@@ -400,9 +424,16 @@ def _run_deploy_kserve(args: argparse.Namespace) -> int:
     resolved = kserve.resolve(client, args.model, args.artifacts_destination)
     resources = kserve.Resources(args.cpu, args.memory, _double(args.cpu), _double(args.memory), args.gpus)
     docs = kserve.inference_service(
-        resolved, name=args.name, namespace=args.namespace, secret=args.secret, min_replicas=args.min_replicas,
-        max_replicas=args.max_replicas, resources=resources, runtime=args.runtime, canary_percent=args.canary,
-    )  # fmt: skip
+        resolved,
+        name=args.name,
+        namespace=args.namespace,
+        secret=args.secret,
+        min_replicas=args.min_replicas,
+        max_replicas=args.max_replicas,
+        resources=resources,
+        runtime=args.runtime,
+        canary_percent=args.canary,
+    )
     print(f"# {args.model} = {resolved.name} version {resolved.version}", file=sys.stderr)
     sys.stdout.write(kserve.to_yaml(docs))
     return 0

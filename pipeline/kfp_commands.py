@@ -46,8 +46,16 @@ def _submit(args: argparse.Namespace) -> int:
     from pipeline.kfp_run import submit
 
     caching = {"default": None, "on": True, "off": False}[args.caching]
-    run_id = submit(args.host, args.package, args.overrides, params_file=args.params, experiment=args.experiment,
-                    run_name=args.run_name, namespace=args.namespace, enable_caching=caching)  # fmt: skip
+    run_id = submit(
+        args.host,
+        args.package,
+        args.overrides,
+        params_file=args.params,
+        experiment=args.experiment,
+        run_name=args.run_name,
+        namespace=args.namespace,
+        enable_caching=caching,
+    )
     print(f"submitted run {run_id} to {args.host} (experiment {args.experiment})")
     return 0
 
@@ -78,7 +86,11 @@ def add_kfp_parsers(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run-name", default=None)
     s.add_argument("--namespace", default=None, help="Kubeflow profile namespace (multi-user installs)")
     s.add_argument("--params", type=Path, default=None, help="send this params.yaml instead of the compiled one")
-    s.add_argument("--caching", choices=["default", "on", "off"], default="default",
-                   help="override every task's caching setting for this run")  # fmt: skip
+    s.add_argument(
+        "--caching",
+        choices=["default", "on", "off"],
+        default="default",
+        help="override every task's caching setting for this run",
+    )
     s.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline parameter or dotted params key")
     s.set_defaults(handler=_submit)

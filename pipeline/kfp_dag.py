@@ -50,8 +50,12 @@ GPUS_PER_TRAINING_TASK = 1
 RETRY = {"num_retries": 3, "backoff_duration": "120s", "backoff_factor": 2.0, "backoff_max_duration": "3600s"}
 EVAL_PARALLELISM = 4  # alphas evaluated at once (CPU pods)
 
-DEFAULT_DATA = {"data_source": "dvc", "data_uri": "https://github.com/OWNER/esrgan-pipeline.git",
-                "data_rev": "main", "data_path": "data"}  # fmt: skip
+DEFAULT_DATA = {
+    "data_source": "dvc",
+    "data_uri": "https://github.com/OWNER/esrgan-pipeline.git",
+    "data_rev": "main",
+    "data_path": "data",
+}
 
 
 def _with_secrets(task: dsl.PipelineTask) -> dsl.PipelineTask:
@@ -79,8 +83,13 @@ def default_arguments(params_file: Path) -> dict[str, Any]:
     doc = yaml.safe_load(params_file.read_text(encoding="utf-8"))
     parse_params(doc, str(params_file))  # fail at compile time, not in the cluster
     rest, knobs = split_knobs(doc)
-    return {"params_json": canonical_json(rest), **knobs, **DEFAULT_DATA,
-            "checkpoint_pvc": "esrgan-checkpoints", "checkpoint_root": CHECKPOINT_MOUNT}  # fmt: skip
+    return {
+        "params_json": canonical_json(rest),
+        **knobs,
+        **DEFAULT_DATA,
+        "checkpoint_pvc": "esrgan-checkpoints",
+        "checkpoint_root": CHECKPOINT_MOUNT,
+    }
 
 
 def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
@@ -105,22 +114,45 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
         checkpoint_root: str = d["checkpoint_root"],
     ) -> str:
         run_id, run_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
-        resolved = c.resolve_params(
-            params_json=params_json, alphas=alphas, psnr_iterations=psnr_iterations, gan_iterations=gan_iterations,
-            device=device, experiment=experiment, model_name=model_name, data_source=data_source,
-            data_uri=data_uri, data_rev=data_rev, data_path=data_path,
-        ).set_display_name("resolve parameters").set_caching_options(enable_caching=True)  # fmt: skip
+        resolved = (
+            c.resolve_params(
+                params_json=params_json,
+                alphas=alphas,
+                psnr_iterations=psnr_iterations,
+                gan_iterations=gan_iterations,
+                device=device,
+                experiment=experiment,
+                model_name=model_name,
+                data_source=data_source,
+                data_uri=data_uri,
+                data_rev=data_rev,
+                data_path=data_path,
+            )
+            .set_display_name("resolve parameters")
+            .set_caching_options(enable_caching=True)
+        )
         config = resolved.outputs["config"]
 
         extract = c.extract_patches(config=config).set_display_name("extract patches")
         extract.set_caching_options(enable_caching=True).set_cpu_request("2").set_memory_request("4G")
         _with_secrets(extract)
 
-        psnr = c.pretrain_psnr(config=config, patches=extract.outputs["patches"], checkpoint_root=checkpoint_root,
-                               kfp_run_id=run_id, kfp_run_name=run_name)  # fmt: skip
+        psnr = c.pretrain_psnr(
+            config=config,
+            patches=extract.outputs["patches"],
+            checkpoint_root=checkpoint_root,
+            kfp_run_id=run_id,
+            kfp_run_name=run_name,
+        )
         _training(psnr.set_display_name("pretrain PSNR"), checkpoint_pvc)
-        gan = c.finetune_gan(config=config, patches=extract.outputs["patches"], psnr_model=psnr.outputs["model"],
-                             checkpoint_root=checkpoint_root, kfp_run_id=run_id, kfp_run_name=run_name)  # fmt: skip
+        gan = c.finetune_gan(
+            config=config,
+            patches=extract.outputs["patches"],
+            psnr_model=psnr.outputs["model"],
+            checkpoint_root=checkpoint_root,
+            kfp_run_id=run_id,
+            kfp_run_name=run_name,
+        )
         _training(gan.set_display_name("fine-tune GAN"), checkpoint_pvc)
 
         # Loop tasks take only the loop item, pipeline parameters and artifacts (kfp.local passes
@@ -128,14 +160,19 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
         with dsl.ParallelFor(items=alphas, parallelism=EVAL_PARALLELISM) as alpha:
             interp = c.interpolate(alpha=alpha, psnr_model=psnr.outputs["model"], gan_model=gan.outputs["model"])
             interp.set_display_name("interpolate").set_caching_options(enable_caching=True)
-            evaluation = c.evaluate(alpha=alpha, config=config, model=interp.outputs["model"],
-                                    hr_dataset=extract.outputs["hr_dataset"])  # fmt: skip
+            evaluation = c.evaluate(
+                alpha=alpha, config=config, model=interp.outputs["model"], hr_dataset=extract.outputs["hr_dataset"]
+            )
             evaluation.set_display_name("evaluate").set_caching_options(enable_caching=True)
             _with_secrets(evaluation.set_cpu_request("2").set_memory_request("8G"))
 
-        reg = c.register(config=config, models=dsl.Collected(interp.outputs["model"]),
-                         reports=dsl.Collected(evaluation.outputs["report"]),
-                         kfp_run_id=run_id, kfp_run_name=run_name)  # fmt: skip
+        reg = c.register(
+            config=config,
+            models=dsl.Collected(interp.outputs["model"]),
+            reports=dsl.Collected(evaluation.outputs["report"]),
+            kfp_run_id=run_id,
+            kfp_run_name=run_name,
+        )
         _with_secrets(reg.set_display_name("select and register").set_caching_options(enable_caching=False))
         return reg.outputs["Output"]
 

@@ -53,8 +53,9 @@ def build_arguments(
         elif key in names:
             args[key] = value
         else:
-            raise ParamsError(f"{key!r}: neither a pipeline parameter ({', '.join(sorted(names))}) nor a dotted "
-                              "params.yaml key")  # fmt: skip
+            raise ParamsError(
+                f"{key!r}: neither a pipeline parameter ({', '.join(sorted(names))}) nor a dotted params.yaml key"
+            )
     if doc is None and dotted:
         if compiled_params_json is None:
             raise ParamsError("dotted overrides need --params or a compiled params_json default")
@@ -87,11 +88,18 @@ def run_local(params_file: Path, data_dir: Path, workdir: Path, overrides: Itera
     pipeline = build_pipeline(Images.for_version(), params_file)
     names = pipeline.component_spec.inputs or {}
     args = build_arguments(names, overrides, params_doc=load_params_doc(params_file))
-    args.update(data_source="local", data_uri=str(data_dir.resolve()), data_rev="",
-                checkpoint_root=str((workdir / "checkpoints").resolve()))  # fmt: skip
+    args.update(
+        data_source="local",
+        data_uri=str(data_dir.resolve()),
+        data_rev="",
+        checkpoint_root=str((workdir / "checkpoints").resolve()),
+    )
     workdir.mkdir(parents=True, exist_ok=True)
-    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str((workdir / "artifacts").resolve()),
-               raise_on_error=True)  # fmt: skip
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str((workdir / "artifacts").resolve()),
+        raise_on_error=True,
+    )
     task = pipeline(**args)
     record = json.loads(task.output)
     (workdir / "registered.json").write_text(json.dumps(record, indent=2) + "\n")
@@ -119,7 +127,11 @@ def submit(
     args = build_arguments(defaults, overrides, params_doc=doc, compiled_params_json=defaults.get("params_json"))
     client = kfp.Client(host=host, namespace=namespace, existing_token=os.environ.get("KFP_TOKEN") or None)
     result = client.create_run_from_pipeline_package(
-        str(package), arguments=args, run_name=run_name, experiment_name=experiment, namespace=namespace,
+        str(package),
+        arguments=args,
+        run_name=run_name,
+        experiment_name=experiment,
+        namespace=namespace,
         enable_caching=enable_caching,
-    )  # fmt: skip
+    )
     return str(result.run_id)

@@ -27,9 +27,15 @@ __all__ = ["METRIC_DIRECTION", "ParamsError", "PipelineParams", "cross_field_pro
 
 #: Report metrics the champion rule can use, and which way is better ("min": lower is better).
 METRIC_DIRECTION: dict[str, Literal["min", "max"]] = {
-    "niqe": "min", "lpips_alex": "min", "stlpips_alex": "min", "stlpips_vgg": "min",
-    "psnr_y": "max", "ssim_y": "max", "psnr_rgb": "max", "chroma_error": "min",
-}  # fmt: skip
+    "niqe": "min",
+    "lpips_alex": "min",
+    "stlpips_alex": "min",
+    "stlpips_vgg": "min",
+    "psnr_y": "max",
+    "ssim_y": "max",
+    "psnr_rgb": "max",
+    "chroma_error": "min",
+}
 #: Metrics ``evaluate`` computes with ``perceptual: false``.
 FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error")
 

@@ -198,13 +198,17 @@ def explain(exc: BaseException, action: str, uri: S3Uri | str, endpoint: str | N
             if code in _CREDENTIAL_CODES:
                 return StorageError(
                     f"{where}: credentials rejected ({code}); check AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY or AWS_PROFILE",
-                    "credentials", bucket, endpoint,
-                )  # fmt: skip
+                    "credentials",
+                    bucket,
+                    endpoint,
+                )
             if code in ("AccessDenied", "AllAccessDisabled", "403") or status == 403:
                 return StorageError(
                     f"{where}: access denied ({code or 'HTTP 403'}); wrong credentials or no permission on bucket {bucket!r}",
-                    "access", bucket, endpoint,
-                )  # fmt: skip
+                    "access",
+                    bucket,
+                    endpoint,
+                )
             if code in _MISSING_BUCKET_CODES:
                 return StorageError(f"{where}: bucket {bucket!r} does not exist", "no-bucket", bucket, endpoint)
             if code in _MISSING_KEY_CODES or status == 404:
@@ -214,14 +218,18 @@ def explain(exc: BaseException, action: str, uri: S3Uri | str, endpoint: str | N
             return StorageError(
                 f"{where}: cannot reach the S3 endpoint ({type(cause).__name__}); check AWS_ENDPOINT_URL / "
                 "MLFLOW_S3_ENDPOINT_URL and the network",
-                "unreachable", bucket, endpoint,
-            )  # fmt: skip
+                "unreachable",
+                bucket,
+                endpoint,
+            )
         if isinstance(cause, (NoCredentialsError, PartialCredentialsError)):
             return StorageError(
                 f"{where}: no usable AWS credentials ({type(cause).__name__}); set AWS_ACCESS_KEY_ID and "
                 "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or use an instance/pod role",
-                "no-credentials", bucket, endpoint,
-            )  # fmt: skip
+                "no-credentials",
+                bucket,
+                endpoint,
+            )
     return StorageError(f"{where}: {type(exc).__name__}: {exc}", "other", bucket, endpoint)
 
 
@@ -269,8 +277,12 @@ def download_prefix(uri: str | S3Uri, local: str | Path, s3: S3Client | None = N
     s3 = s3 or client()
     keys = list_keys(target, s3)
     if not keys:
-        raise StorageError(f"download {target} at {display_endpoint(_endpoint_of(s3))}: no objects under this prefix",
-                           "not-found", target.bucket, _endpoint_of(s3))  # fmt: skip
+        raise StorageError(
+            f"download {target} at {display_endpoint(_endpoint_of(s3))}: no objects under this prefix",
+            "not-found",
+            target.bucket,
+            _endpoint_of(s3),
+        )
     transfer = transfer or transfer_config()
     dest.parent.mkdir(parents=True, exist_ok=True)
     # A sibling folder: same filesystem, so the final rename is atomic.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -37,8 +38,14 @@ def to_official(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def to_sequential(state: dict[str, torch.Tensor], num_block: int) -> dict[str, torch.Tensor]:
     """BasicSR names -> the old ``model.N`` sequential layout (x4: up convs at 3 and 6, HR at 8, last at 10)."""
-    top = {"conv_first": "model.0", "conv_body": f"model.1.sub.{num_block}", "conv_up1": "model.3",
-           "conv_up2": "model.6", "conv_hr": "model.8", "conv_last": "model.10"}  # fmt: skip
+    top = {
+        "conv_first": "model.0",
+        "conv_body": f"model.1.sub.{num_block}",
+        "conv_up1": "model.3",
+        "conv_up2": "model.6",
+        "conv_hr": "model.8",
+        "conv_last": "model.10",
+    }
     out = {}
     for k, v in state.items():
         m = re.match(r"^body\.(\d+)\.rdb(\d)\.conv(\d)\.(weight|bias)$", k)
@@ -126,7 +133,7 @@ class _RunsCode:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
 
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
         return (os.system, (f"touch {self.marker}",))
 
 

@@ -28,8 +28,21 @@ def test_evaluate_writes_a_report_and_skips_non_images(tmp_path: Path) -> None:
         warnings.simplefilter("ignore", UserWarning)
         save_generator(model, tmp_path / "g.pth")
 
-    result = run(["esrgan", "evaluate", "--model", str(tmp_path / "g.pth"), "--data", str(hr),
-                  "--metrics", "psnr_y,ssim_y,psnr_rgb", "-o", str(tmp_path / "report.json")], tmp_path)  # fmt: skip
+    result = run(
+        [
+            "esrgan",
+            "evaluate",
+            "--model",
+            str(tmp_path / "g.pth"),
+            "--data",
+            str(hr),
+            "--metrics",
+            "psnr_y,ssim_y,psnr_rgb",
+            "-o",
+            str(tmp_path / "report.json"),
+        ],
+        tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads((tmp_path / "report.json").read_text())
     assert [img["name"] for img in report["per_image"]] == ["baby.png", "bird.png"]

@@ -19,8 +19,12 @@ def test_demo_psnr_model_beats_bicubic(demo_training: DemoTraining) -> None:
 
     assert demo_training.psnr_iterations == demo_training.params.pretrain_psnr.iterations
     # The evaluation the pipeline runs: whole validation images, Y channel, border = scale.
-    report = evaluate_folder(load_generator(demo_training.psnr_model), demo_training.data / "val",
-                             metrics=("psnr_y", "ssim_y"), progress=False)  # fmt: skip
+    report = evaluate_folder(
+        load_generator(demo_training.psnr_model),
+        demo_training.data / "val",
+        metrics=("psnr_y", "ssim_y"),
+        progress=False,
+    )
     model, bicubic = report["model"]["mean"], report["bicubic"]["mean"]
     assert model["psnr_y"] > bicubic["psnr_y"], (model, bicubic)
     assert model["ssim_y"] > bicubic["ssim_y"], (model, bicubic)

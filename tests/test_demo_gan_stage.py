@@ -15,9 +15,11 @@ Not asserted, because it does not hold on this CPU demo: a lower NIQE. NIQE rise
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
+from torch import nn
 
 from tests.demo_training import DemoTraining
 
@@ -26,7 +28,7 @@ pytestmark = pytest.mark.slow
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error", "niqe", "stlpips_alex")
 
 
-def _chroma_channels(generator, hr_dir, scale: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+def _chroma_channels(generator: nn.Module, hr_dir: Path, scale: int) -> np.ndarray:
     """Mean |dCb|, |dCr| against HR over the folder's images (the evaluation's conventions)."""
     from esrgan.data import imresize, mod_crop
     from esrgan.imageio import read_image
@@ -57,7 +59,9 @@ def sweep(demo_training: DemoTraining) -> dict[float, dict]:
     return reports
 
 
-def test_gan_model_is_perceptually_closer_without_a_colour_cast(demo_training: DemoTraining, sweep) -> None:  # type: ignore[no-untyped-def]
+def test_gan_model_is_perceptually_closer_without_a_colour_cast(
+    demo_training: DemoTraining, sweep: dict[float, dict]
+) -> None:
     psnr, gan = sweep[0.0]["model"]["mean"], sweep[1.0]["model"]["mean"]
     assert gan["stlpips_alex"] <= psnr["stlpips_alex"] - 0.02, (gan, psnr)
     scale = demo_training.params.model.scale
@@ -68,7 +72,7 @@ def test_gan_model_is_perceptually_closer_without_a_colour_cast(demo_training: D
     assert gan["chroma_error"] == pytest.approx(float(gan_cbcr.mean()), rel=1e-9)
 
 
-def test_champion_is_a_real_interpolation(demo_training: DemoTraining, sweep) -> None:  # type: ignore[no-untyped-def]
+def test_champion_is_a_real_interpolation(demo_training: DemoTraining, sweep: dict[float, dict]) -> None:
     from pipeline.steps.register import select_alpha, summarise
 
     rows = summarise([{k: v for k, v in r.items() if k != "generator"} for r in sweep.values()])

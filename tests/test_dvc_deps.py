@@ -110,8 +110,12 @@ def test_every_stage_has_a_root_module_and_calls_it() -> None:
 def test_the_closure_follows_imports() -> None:
     closure = code_closure("pipeline.steps.interpolate")
     # interpolate.py -> esrgan.models (its package __init__ imports its members) -> esrgan/__init__.py...
-    assert {"pipeline/steps/interpolate.py", "esrgan/models/interpolation.py", "esrgan/models/checkpoints.py",
-            "esrgan/__init__.py"} <= closure  # fmt: skip
+    assert {
+        "pipeline/steps/interpolate.py",
+        "esrgan/models/interpolation.py",
+        "esrgan/models/checkpoints.py",
+        "esrgan/__init__.py",
+    } <= closure
     assert "pipeline/steps/register.py" not in closure  # the steps package loads its members lazily
 
 
@@ -139,9 +143,10 @@ def test_every_parameter_is_tracked_by_a_stage_or_explained() -> None:
     tracked = [str(p) for stage in _stages().values() for p in stage.get("params", [])]
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     unexplained = [
-        leaf for leaf in _leaves(params)
+        leaf
+        for leaf in _leaves(params)
         if leaf not in UNTRACKED_PARAMS and not any(leaf == t or leaf.startswith(t + ".") for t in tracked)
-    ]  # fmt: skip
+    ]
     assert not unexplained, f"params.yaml keys no stage depends on (add them to dvc.yaml or explain): {unexplained}"
     for key in UNTRACKED_PARAMS:
         assert not any(key == t or key.startswith(t + ".") for t in tracked), f"{key} is tracked after all"

@@ -96,8 +96,14 @@ def test_cli_exports_any_checkpoint_the_loader_accepts(
 
 def official_state(model: RRDBNet) -> dict[str, torch.Tensor]:
     """``model``'s weights under the key names of xinntao/ESRGAN's RRDB_ESRGAN_x4.pth."""
-    rename = {"conv_first": "conv_first", "conv_body": "trunk_conv", "conv_up1": "upconv1", "conv_up2": "upconv2",
-              "conv_hr": "HRconv", "conv_last": "conv_last"}  # fmt: skip
+    rename = {
+        "conv_first": "conv_first",
+        "conv_body": "trunk_conv",
+        "conv_up1": "upconv1",
+        "conv_up2": "upconv2",
+        "conv_hr": "HRconv",
+        "conv_last": "conv_last",
+    }
     out = {}
     for key, value in model.state_dict().items():
         head, rest = key.split(".", 1)

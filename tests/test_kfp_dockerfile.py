@@ -23,8 +23,9 @@ def hadolint() -> str:
 
 
 def test_dockerfile_lints_clean() -> None:
-    result = subprocess.run([hadolint(), "--failure-threshold", "info", "Dockerfile"], cwd=REPO,
-                            capture_output=True, text=True)  # fmt: skip
+    result = subprocess.run(
+        [hadolint(), "--failure-threshold", "info", "Dockerfile"], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -40,7 +41,8 @@ def test_dockerfile_variants_non_root_and_no_secrets() -> None:
 
 
 def test_run_image_rejects_an_unknown_variant_before_building() -> None:
-    result = subprocess.run([str(REPO / "run"), "image", "cuda", "gpu"], cwd=REPO, capture_output=True, text=True,
-                            timeout=30)  # fmt: skip
+    result = subprocess.run(
+        [str(REPO / "run"), "image", "cuda", "gpu"], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
     assert result.returncode == 2 and result.stdout == ""
     assert result.stderr.strip() == "./run image: variant must be cpu or cuda, got gpu"

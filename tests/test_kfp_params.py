@@ -90,10 +90,16 @@ def test_dvc_source_gets_the_tracked_folder_from_the_remote(tmp_path: Path) -> N
     make_dataset(repo / "data")
     dvc = str(Path(sys.executable).with_name("dvc"))
     git = ["git", "-c", "user.name=t", "-c", "user.email=t@t"]
-    for cmd in (["git", "init", "-q"], [dvc, "init", "-q"], [dvc, "remote", "add", "-d", "store", str(remote)],
-                [dvc, "add", "-q", "data"], [dvc, "push", "-q"], ["git", "add", "-A"],
-                [*git, "commit", "-qm", "data"], [*git, "tag", "v1"]):  # fmt: skip
+    for cmd in (
+        ["git", "init", "-q"],
+        [dvc, "init", "-q"],
+        [dvc, "remote", "add", "-d", "store", str(remote)],
+        [dvc, "add", "-q", "data"],
+        [dvc, "push", "-q"],
+        ["git", "add", "-A"],
+        [*git, "commit", "-qm", "data"],
+        [*git, "tag", "v1"],
+    ):
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
     out = fetch_dataset(DataSource("dvc", str(repo), rev="v1", path="data"), tmp_path / "fetched")
     assert sorted(p.name for p in out.rglob("*.png")) == ["train.png", "val.png"]
-

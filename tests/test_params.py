@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -27,7 +29,13 @@ def test_the_training_view_is_the_training_sections_of_the_same_file(profile: st
 
     params = load_params(ROOT / profile)
     view = params.train_config()
-    assert type(view) is TrainConfig and set(view.to_dict()) == {"model", "pretrain_psnr", "finetune_gan", "runtime", "logging"}
+    assert type(view) is TrainConfig and set(view.to_dict()) == {
+        "model",
+        "pretrain_psnr",
+        "finetune_gan",
+        "runtime",
+        "logging",
+    }
     assert view == load_config(ROOT / profile)
     assert view.to_dict() == {k: v for k, v in params.model_dump(mode="json").items() if k in view.to_dict()}
 
@@ -48,7 +56,7 @@ def base() -> dict:
         (lambda p: p["model"].update(scale=3), "model.scale"),
     ],
 )
-def test_bad_params_name_the_key(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+def test_bad_params_name_the_key(mutate: Callable[[dict[str, Any]], object], message: str) -> None:
     params = base()
     mutate(params)
     with pytest.raises(ParamsError) as err:

@@ -61,10 +61,15 @@ def test_every_model_of_the_schema_rejects_unknown_keys() -> None:
     ("changes", "expected"),
     [
         ({"extract_patches__scale": 3}, "params.yaml: extract_patches.scale (3) differs from model.scale (4)"),
-        ({"register__selection__rule": "fixed", "register__selection__alpha": 0.3},
-         "params.yaml: register.selection.alpha (0.3) is not among interpolate.alphas"),
+        (
+            {"register__selection__rule": "fixed", "register__selection__alpha": 0.3},
+            "params.yaml: register.selection.alpha (0.3) is not among interpolate.alphas",
+        ),
         ({"register__selection__rule": "fixed"}, "params.yaml: register.selection.alpha: rule 'fixed' needs an alpha"),
-        ({"register__selection__alpha": 0.2}, "params.yaml: register.selection.alpha (0.2) is set but only rule 'fixed'"),
+        (
+            {"register__selection__alpha": 0.2},
+            "params.yaml: register.selection.alpha (0.2) is set but only rule 'fixed'",
+        ),
         ({"register__selection__metric": "psnr"}, "params.yaml: register.selection.metric: Input should be 'niqe'"),
         ({"evaluate__perceptual": False}, "params.yaml: register.selection.metric (stlpips_alex) is not computed"),
         ({"interpolate__alphas": [0.0, 0.5, 1.5, 1.0]}, "params.yaml: interpolate.alphas: alphas must lie in [0, 1]"),
@@ -72,7 +77,7 @@ def test_every_model_of_the_schema_rejects_unknown_keys() -> None:
         ({"trianing": {"lr": 1}}, "params.yaml: trianing: unknown key"),
         ({"evaluate__tiel": 3}, "params.yaml: evaluate.tiel: unknown key"),
     ],
-)  # fmt: skip
+)
 def test_each_contradiction_is_one_line(changes: dict[str, Any], expected: str) -> None:
     found = problems(with_changes(**changes))
     assert len(found) == 1 and found[0].startswith(expected), found
@@ -80,9 +85,12 @@ def test_each_contradiction_is_one_line(changes: dict[str, Any], expected: str) 
 
 def test_all_problems_are_listed_together() -> None:
     doc = with_changes(
-        extract_patches__scale=3, interpolate__alphas=[0.0, 1.5], bogus=1,
-        register__selection__rule="fixed", register__selection__alpha=0.7,
-    )  # fmt: skip
+        extract_patches__scale=3,
+        interpolate__alphas=[0.0, 1.5],
+        bogus=1,
+        register__selection__rule="fixed",
+        register__selection__alpha=0.7,
+    )
     found = problems(doc)
     assert len(found) == 4, found
     assert any("bogus: unknown key" in p for p in found)
@@ -125,10 +133,26 @@ def test_a_stage_command_lists_every_problem_and_exits_2(tmp_path: Path) -> None
     doc = copy.deepcopy(with_changes(extract_patches__scale=3, bogus=1))
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(doc))
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())", "stage", "interpolate", "--psnr", "a.pth", "--gan", "b.pth",
-         "--alpha", "0.5", "--out", "out.pth"],
-        cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pipeline.cli import main; sys.exit(main())",
+            "stage",
+            "interpolate",
+            "--psnr",
+            "a.pth",
+            "--gan",
+            "b.pth",
+            "--alpha",
+            "0.5",
+            "--out",
+            "out.pth",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
     assert done.returncode == EXIT_USER_ERROR
     lines = done.stderr.strip().splitlines()
     origin = tmp_path / "params.yaml"

@@ -118,10 +118,13 @@ def test_real_server_answers_a_bomb_with_one_sentence(tmp_path: Path) -> None:
         save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), gen)
     model_dir = tmp_path / "model"
     mlflow.pyfunc.save_model(
-        str(model_dir), python_model=str(PYFUNC_CODE), artifacts={"generator": str(gen)},
-        code_paths=[str(ESRGAN_PACKAGE)], model_config={"max_input_pixels": 1_000_000, "tile": 64},
+        str(model_dir),
+        python_model=str(PYFUNC_CODE),
+        artifacts={"generator": str(gen)},
+        code_paths=[str(ESRGAN_PACKAGE)],
+        model_config={"max_input_pixels": 1_000_000, "tile": 64},
         signature=_signature(),
-    )  # fmt: skip
+    )
 
     def post(url: str, images: list[str]) -> tuple[int, dict[str, Any]]:
         return post_invocations(url, {"dataframe_split": {"columns": ["image"], "data": [[im] for im in images]}})

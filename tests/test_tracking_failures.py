@@ -57,11 +57,25 @@ def test_an_unreachable_server_is_refused_in_seconds(tmp_path: Path, monkeypatch
 def test_the_stage_command_prints_one_line_and_exits_2(tmp_path: Path) -> None:
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     done = subprocess.run(
-        [sys.executable, "-c", "import sys; from pipeline.cli import main; sys.exit(main())",
-         "stage", "extract_patches", "--data", "data", "--out", "out", "--metrics", "m.json"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-c",
+            "import sys; from pipeline.cli import main; sys.exit(main())",
+            "stage",
+            "extract_patches",
+            "--data",
+            "data",
+            "--out",
+            "out",
+            "--metrics",
+            "m.json",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=120,
         env={**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": UNREACHABLE},
-    )  # fmt: skip
+    )
     assert done.returncode == EXIT_USER_ERROR
     assert done.stderr.strip().splitlines() == [
         f"esrgan: error: MLflow tracking server {UNREACHABLE} is unreachable ("
@@ -129,9 +143,12 @@ def test_sigterm_marks_the_run_killed_on_a_real_server(tmp_path: Path) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT), "MLFLOW_TRACKING_URI": url}
         env.pop(PARENT_RUN_ENV, None)
         proc = subprocess.Popen(
-            [sys.executable, "-c", script, str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            text=True, env=env,
-        )  # fmt: skip
+            [sys.executable, "-c", script, str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         assert proc.stdout is not None
         run_id = proc.stdout.readline().strip()
         proc.send_signal(signal.SIGTERM)

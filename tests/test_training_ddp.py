@@ -38,12 +38,25 @@ def test_two_process_gloo_ddp_matches_single_process(tmp_path: Path) -> None:
     hr, lr = make_pairs(tmp_path / "train", 3, 128)
     vhr, vlr = make_pairs(tmp_path / "val", 1, 48, seed=1)
     cfg = tiny_config(
-        pretrain_psnr={"iterations": 4, "data": {"patch_size": 32, "batch_size": 4, "num_workers": 0}, "checkpoint_every": 4},
+        pretrain_psnr={
+            "iterations": 4,
+            "data": {"patch_size": 32, "batch_size": 4, "num_workers": 0},
+            "checkpoint_every": 4,
+        },
         finetune_gan={"iterations": 2, "data": {"patch_size": 128, "batch_size": 2, "num_workers": 0}},
     )
     script = tmp_path / "worker.py"
-    script.write_text(_WORKER.format(tests=str(Path(__file__).parent), cfg=json.dumps(cfg), hr=str(hr), lr=str(lr),
-                                     vhr=str(vhr), vlr=str(vlr), out=str(tmp_path / "ddp")))  # fmt: skip
+    script.write_text(
+        _WORKER.format(
+            tests=str(Path(__file__).parent),
+            cfg=json.dumps(cfg),
+            hr=str(hr),
+            lr=str(lr),
+            vhr=str(vhr),
+            vlr=str(vlr),
+            out=str(tmp_path / "ddp"),
+        )
+    )
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]), "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)

@@ -8,13 +8,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from esrgan.models import load_generator
-from esrgan.training import PREEMPTED_EXIT_CODE, Callbacks, load_checkpoint, train_gan, train_psnr
+from esrgan.training import PREEMPTED_EXIT_CODE, Callbacks, TrainResult, load_checkpoint, train_gan, train_psnr
 from esrgan.training.config import STAGE_SECTIONS
 from tests._training_helpers import make_pairs, tiny_config
 
@@ -36,19 +38,19 @@ class Recorder(Callbacks):
         self.checkpoints: list[int] = []
         self.crash_at = crash_at
 
-    def on_log(self, step, metrics):  # type: ignore[no-untyped-def]
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
         self.logs.append((step, dict(metrics)))
 
-    def on_validation(self, step, metrics, image_paths):  # type: ignore[no-untyped-def]
+    def on_validation(self, step: int, metrics: Mapping[str, float], image_paths: Sequence[Path]) -> None:
         self.validations.append((step, dict(metrics), list(image_paths)))
 
-    def on_checkpoint(self, step, path):  # type: ignore[no-untyped-def]
+    def on_checkpoint(self, step: int, path: Path) -> None:
         self.checkpoints.append(step)
         if step == self.crash_at:
             raise KeyboardInterrupt("simulated kill")
 
 
-def _run(stage: str, cfg: dict, data: dict[str, Path], out: Path, **kw):  # type: ignore[no-untyped-def]
+def _run(stage: str, cfg: dict, data: dict[str, Path], out: Path, **kw: Any) -> TrainResult:
     args = (cfg, data["hr"], data["lr"], data["val_hr"], data["val_lr"], out)
     return train_psnr(*args, **kw) if stage == "psnr" else train_gan(*args, **kw)
 
@@ -79,7 +81,7 @@ def _final_state(out: Path) -> dict:
     return load_checkpoint(latest_checkpoint(out))
 
 
-def _assert_same_tensors(a, b, path="") -> None:  # type: ignore[no-untyped-def]
+def _assert_same_tensors(a: Any, b: Any, path: str = "") -> None:
     if isinstance(a, torch.Tensor):
         assert torch.equal(a, b), f"tensor differs at {path}"
     elif isinstance(a, dict):
@@ -99,7 +101,9 @@ def test_kill_and_resume_gives_exactly_the_same_weights(stage: str, data: dict[s
     )
     init = None
     if stage == "gan":
-        init = _run("psnr", tiny_config(pretrain_psnr={"iterations": 2, "val_every": 0}), data, tmp_path / "init").generator_path
+        init = _run(
+            "psnr", tiny_config(pretrain_psnr={"iterations": 2, "val_every": 0}), data, tmp_path / "init"
+        ).generator_path
     kw = {"init_generator": init} if init else {}
     half = cfg[STAGE_SECTIONS[stage]]["checkpoint_every"]
     straight = _run(stage, cfg, data, tmp_path / "straight", **kw)
@@ -114,8 +118,10 @@ def test_kill_and_resume_gives_exactly_the_same_weights(stage: str, data: dict[s
         if key in a:
             _assert_same_tensors(a[key], b[key], key)
     assert a["iteration"] == b["iteration"] == cfg[STAGE_SECTIONS[stage]]["iterations"]
-    assert torch.equal(load_generator(straight.ema_generator_path).conv_last.weight,
-                       load_generator(resumed.ema_generator_path).conv_last.weight)  # fmt: skip
+    assert torch.equal(
+        load_generator(straight.ema_generator_path).conv_last.weight,
+        load_generator(resumed.ema_generator_path).conv_last.weight,
+    )
     if stage == "gan":
         assert straight.backbone["name"] == "random" and straight.discriminator_path.is_file()
 

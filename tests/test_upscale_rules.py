@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -65,8 +66,9 @@ def test_empty_suffix_never_replaces_an_existing_file(model_file, tmp_path, caps
 def test_suffix_cannot_leave_the_output_folder(model_file, tmp_path, capsys) -> None:
     src = png(tmp_path / "a" / "b" / "in" / "x.png")
     before = snapshot(tmp_path)
-    code, errors = run(capsys, "upscale", src, "-m", model_file, "-o", tmp_path / "a" / "b" / "out",
-                       "--suffix", "/../../x")  # fmt: skip
+    code, errors = run(
+        capsys, "upscale", src, "-m", model_file, "-o", tmp_path / "a" / "b" / "out", "--suffix", "/../../x"
+    )
     assert code == 2 and len(errors) == 1 and "path separator" in errors[0] and "/../../x" in errors[0]
     assert snapshot(tmp_path) == before
 
@@ -151,7 +153,7 @@ def test_garbage_model_files_never_suggest_weights_only_false(tmp_path, capsys, 
 
 
 class _RunsCode:
-    def __reduce__(self):  # type: ignore[no-untyped-def]
+    def __reduce__(self) -> tuple[Callable[[str], int], tuple[str]]:
         return (os.system, ("true",))
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import torch
@@ -64,10 +65,18 @@ def _to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1))).float().div_(255.0)
 
 
-class _PairedFolder(Dataset):
+class PairItem(TypedDict):
+    """One dataset item: the LR and HR images as ``C x H x W`` float tensors in [0, 1], and the file stem."""
+
+    lr: torch.Tensor
+    hr: torch.Tensor
+    name: str
+
+
+class _PairedFolder(Dataset[PairItem]):
     """Shared pairing, size checks and caching of the two datasets."""
 
-    def __init__(self, hr_dir, lr_dir, cache_bytes: int) -> None:
+    def __init__(self, hr_dir: str | os.PathLike[str], lr_dir: str | os.PathLike[str] | None, cache_bytes: int) -> None:
         self.hr_dir, self.lr_dir = _resolve_dirs(hr_dir, lr_dir)
         self.pairs = _pair_files(self.hr_dir, self.lr_dir)
         self.sizes = [(_image_size(h), _image_size(lr)) for h, lr in self.pairs]
@@ -78,7 +87,7 @@ class _PairedFolder(Dataset):
 
     def _check_scale(self, scale: int | None) -> int:
         """The common integer scale of all pairs (checked against ``scale`` when given)."""
-        found = None
+        found: int | None = None
         for (hr_path, _), ((hh, hw), (lh, lw)) in zip(self.pairs, self.sizes, strict=True):
             s = hh // lh if lh else 0
             if s < 1 or (hh, hw) != (lh * s, lw * s) or (scale is not None and s != scale):
@@ -87,7 +96,8 @@ class _PairedFolder(Dataset):
             if found is not None and s != found:
                 raise ValueError(f"{hr_path}: scale x{s} differs from x{found} of the other pairs")
             found = s
-        return found  # type: ignore[return-value]
+        assert found is not None  # _pair_files raised on an empty folder
+        return found
 
     def _pair(self, file_index: int) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is not None:
@@ -145,7 +155,7 @@ class PairedPatchDataset(_PairedFolder):
     def __len__(self) -> int:
         return self.length
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+    def __getitem__(self, index: int) -> PairItem:
         if not 0 <= index < self.length:
             raise IndexError(index)
         file_index = index % len(self.pairs)
@@ -192,6 +202,6 @@ class PairedImageDataset(_PairedFolder):
     def __len__(self) -> int:
         return len(self.pairs)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | str]:
+    def __getitem__(self, index: int) -> PairItem:
         hr, lr = self._pair(index)
         return {"lr": _to_tensor(lr), "hr": _to_tensor(hr), "name": self.pairs[index][0].stem}

@@ -33,7 +33,8 @@ def _shifted_cubic(shift: float) -> Callable[[np.ndarray], np.ndarray]:
     """The a = -0.5 cubic (resize-right's ``cubic``) evaluated at ``x + shift``."""
 
     def kernel(x: np.ndarray) -> np.ndarray:
-        return interp_methods.cubic(x + shift)
+        weights: np.ndarray = interp_methods.cubic(x + shift)
+        return weights
 
     return kernel
 
@@ -50,7 +51,7 @@ def _resize_axis(x: np.ndarray, axis: int, scale: float) -> np.ndarray:
     factors[axis] = scale
     shape = list(x.shape)
     shape[axis] = out_size
-    return _rr_resize(
+    resized: np.ndarray = _rr_resize(
         x,
         scale_factors=factors,
         out_shape=shape,
@@ -60,6 +61,7 @@ def _resize_axis(x: np.ndarray, axis: int, scale: float) -> np.ndarray:
         antialiasing=True,
         pad_mode="symmetric",
     )
+    return resized
 
 
 def imresize(img: np.ndarray, scale: float) -> np.ndarray:

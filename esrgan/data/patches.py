@@ -210,9 +210,14 @@ def extract_patches(
             (with ``overwrite`` only ``out_dir/hr/*.png`` and ``out_dir/lr/*.png`` are removed).
     """
     cfg = ExtractConfig(
-        scale=scale, crop_size=crop_size, step=step, thresh_size=thresh_size, workers=workers,
-        min_size=min_size, patch_limit=patch_limit,
-    )  # fmt: skip
+        scale=scale,
+        crop_size=crop_size,
+        step=step,
+        thresh_size=thresh_size,
+        workers=workers,
+        min_size=min_size,
+        patch_limit=patch_limit,
+    )
     return extract_with_config(hr_dir, out_dir, cfg, overwrite=overwrite)
 
 

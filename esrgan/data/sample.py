@@ -12,6 +12,7 @@ your own photos) into the same layout.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import os
@@ -55,54 +56,86 @@ _SKIMAGE_NOTE = "scikit-image skimage.data docstring"
 #: The sample set. Digests pinned from scikit-image 0.26.0, scikit-learn 1.9.1, matplotlib 3.11.2.
 SAMPLE_SOURCES: tuple[SampleSource, ...] = (
     SampleSource(
-        "astronaut", "scikit-image", "skimage", "data/astronaut.png",
+        "astronaut",
+        "scikit-image",
+        "skimage",
+        "data/astronaut.png",
         "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
         "Public domain (NASA; 'No known copyright restrictions')",
-        f"Eileen Collins, NASA Great Images database ({_SKIMAGE_NOTE})", TRAIN_DIR,
+        f"Eileen Collins, NASA Great Images database ({_SKIMAGE_NOTE})",
+        TRAIN_DIR,
     ),
     SampleSource(
-        "chelsea", "scikit-image", "skimage", "data/chelsea.png",
+        "chelsea",
+        "scikit-image",
+        "skimage",
+        "data/chelsea.png",
         "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
-        "CC0", f"Chelsea the cat, photograph by Stefan van der Walt ({_SKIMAGE_NOTE})", TRAIN_DIR,
+        "CC0",
+        f"Chelsea the cat, photograph by Stefan van der Walt ({_SKIMAGE_NOTE})",
+        TRAIN_DIR,
     ),
     SampleSource(
-        "coffee", "scikit-image", "skimage", "data/coffee.png",
+        "coffee",
+        "scikit-image",
+        "skimage",
+        "data/coffee.png",
         "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7",
-        "CC0", f"Coffee cup, photograph by Rachel Michetti, courtesy of Pikolo Espresso Bar ({_SKIMAGE_NOTE})", VAL_DIR,
+        "CC0",
+        f"Coffee cup, photograph by Rachel Michetti, courtesy of Pikolo Espresso Bar ({_SKIMAGE_NOTE})",
+        VAL_DIR,
     ),
     SampleSource(
-        "rocket", "scikit-image", "skimage", "data/rocket.jpg",
+        "rocket",
+        "scikit-image",
+        "skimage",
+        "data/rocket.jpg",
         "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
         "Public domain (released by SpaceX)",
-        f"DSCOVR launch on Falcon 9, SpaceX Photos on Flickr ({_SKIMAGE_NOTE})", TRAIN_DIR,
+        f"DSCOVR launch on Falcon 9, SpaceX Photos on Flickr ({_SKIMAGE_NOTE})",
+        TRAIN_DIR,
     ),
     SampleSource(
-        "motorcycle_left", "scikit-image", "skimage", "data/motorcycle_left.png",
+        "motorcycle_left",
+        "scikit-image",
+        "skimage",
+        "data/motorcycle_left.png",
         "db18e9c4157617403c3537a6ba355dfeafe9a7eabb6b9b94cb33f6525dd49179",
         "Not stated: Middlebury 2014 stereo benchmark image redistributed by scikit-image (cite Scharstein et al.)",
         "Motorcycle (left view), D. Scharstein et al., GCPR 2014 (skimage.data.stereo_motorcycle docstring)",
         TRAIN_DIR,
     ),
     SampleSource(
-        "china", "scikit-learn", "sklearn.datasets", "images/china.jpg",
+        "china",
+        "scikit-learn",
+        "sklearn.datasets",
+        "images/china.jpg",
         "8378025ad2519d649d02e32bd98990db4ab572357d9f09841c2fbfbb4fefad29",
         "CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)",
-        "danielbuechele on Flickr, photo 6061409035 (sklearn/datasets/images/README.txt)", TRAIN_DIR,
+        "danielbuechele on Flickr, photo 6061409035 (sklearn/datasets/images/README.txt)",
+        TRAIN_DIR,
     ),
     SampleSource(
-        "flower", "scikit-learn", "sklearn.datasets", "images/flower.jpg",
+        "flower",
+        "scikit-learn",
+        "sklearn.datasets",
+        "images/flower.jpg",
         "a77f6ec41e353afdf8bdff2ea981b2955535d8d83294f8cfa49cf4e423dd5638",
         "CC BY 2.0 (https://creativecommons.org/licenses/by/2.0/)",
-        "vultilion on Flickr, photo 6056698931 (sklearn/datasets/images/README.txt)", VAL_DIR,
+        "vultilion on Flickr, photo 6056698931 (sklearn/datasets/images/README.txt)",
+        VAL_DIR,
     ),
     SampleSource(
-        "grace_hopper", "matplotlib", "matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
+        "grace_hopper",
+        "matplotlib",
+        "matplotlib",
+        "mpl-data/sample_data/grace_hopper.jpg",
         "a8ca6d734765703b09728ab47fe59f473d93ae3967fc24c7c0288c3c7adb7130",
         "Public domain (official U.S. Navy photograph; the matplotlib wheel states no licence)",
         "Commodore Grace M. Hopper, U.S. Navy (matplotlib mpl-data/sample_data)",
         TRAIN_DIR,
     ),
-)  # fmt: skip
+)
 
 
 def locate_source(source: SampleSource) -> Path:
@@ -261,7 +294,7 @@ def import_dataset(
 
     entries = []
     for path, split in plan:
-        atomic_write(out / split / path.name, lambda tmp, path=path: shutil.copyfile(path, tmp))
+        atomic_write(out / split / path.name, functools.partial(shutil.copyfile, path))
         with Image.open(path) as img:  # header only: size without decoding
             width, height = img.size
         entries.append(

@@ -71,7 +71,8 @@ def gaussian_window_1d(size: int = SSIM_WINDOW, sigma: float = SSIM_SIGMA) -> np
     """Normalised 1-D Gaussian; its outer product is MATLAB's ``fspecial('gaussian', size, sigma)``."""
     x = np.arange(size, dtype=np.float64) - (size - 1) / 2
     g = np.exp(-(x**2) / (2 * sigma**2))
-    return g / g.sum()
+    window: np.ndarray = g / g.sum()
+    return window
 
 
 def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
@@ -81,7 +82,7 @@ def _filter_valid(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     is irrelevant because every pixel that saw padding is cropped.
     """
     r = len(g) // 2
-    out = correlate1d(correlate1d(img, g, axis=0, mode="constant"), g, axis=1, mode="constant")
+    out: np.ndarray = correlate1d(correlate1d(img, g, axis=0, mode="constant"), g, axis=1, mode="constant")
     return out[r:-r, r:-r]
 
 

@@ -90,14 +90,16 @@ def _block_features(blocks: np.ndarray) -> np.ndarray:
 
 def _to_blocks(img: np.ndarray, size: int) -> np.ndarray:
     h, w = img.shape
-    return img.reshape(h // size, size, w // size, size).transpose(0, 2, 1, 3).reshape(-1, size, size)
+    blocks: np.ndarray = img.reshape(h // size, size, w // size, size).transpose(0, 2, 1, 3).reshape(-1, size, size)
+    return blocks
 
 
 def _mscn(img: np.ndarray, window: np.ndarray) -> np.ndarray:
     """Mean-subtracted contrast-normalised coefficients (MATLAB ``imfilter(..., 'replicate')``)."""
     mu = convolve(img, window, mode="nearest")
     sigma = np.sqrt(np.abs(convolve(img * img, window, mode="nearest") - mu * mu))
-    return (img - mu) / (sigma + 1)
+    mscn: np.ndarray = (img - mu) / (sigma + 1)
+    return mscn
 
 
 def _nan_cov(feats: np.ndarray) -> np.ndarray:

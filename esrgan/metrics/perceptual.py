@@ -24,7 +24,7 @@ import threading
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 from urllib.parse import urlparse
 
 import numpy as np
@@ -102,7 +102,7 @@ def _build_lpips(net: Net) -> nn.Module:
         model.net.load_state_dict(trunk, strict=True)
     except (KeyError, RuntimeError, OSError) as exc:
         raise MetricUnavailable(f"lpips_{net}: {path} is not a usable torchvision checkpoint ({exc})") from None
-    return model
+    return cast(nn.Module, model)  # lpips.LPIPS, an nn.Module; the package has no type information
 
 
 def _stlpips_weights_path(net: Net) -> Path:
@@ -123,7 +123,7 @@ def _build_stlpips(net: Net) -> nn.Module:
         warnings.simplefilter("ignore")
         # pretrained=False: build only; the package itself loads with strict=False, which
         # would hide a mismatched file, so we load and check the keys here.
-        model = stlpips_pkg.LPIPS(net=net, variant="shift_tolerant", pretrained=False, verbose=False)
+        model: nn.Module = stlpips_pkg.LPIPS(net=net, variant="shift_tolerant", pretrained=False, verbose=False)
     state = torch.load(path, map_location="cpu", weights_only=True)
     result = model.load_state_dict(state, strict=False)
     # `lins.i` are aliases of `lin{i}` (the same modules registered twice); only those may be absent.

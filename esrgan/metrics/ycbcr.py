@@ -17,7 +17,8 @@ BT601_Y_OFFSET = 16.0
 
 def rgb_to_y(img: np.ndarray) -> np.ndarray:
     """Y of an ``HxWx3`` RGB uint8 image, as float64 on the 0-255 scale, not rounded."""
-    return img.astype(np.float64) / 255.0 @ BT601_Y_WEIGHTS + BT601_Y_OFFSET
+    y: np.ndarray = img.astype(np.float64) / 255.0 @ BT601_Y_WEIGHTS + BT601_Y_OFFSET
+    return y
 
 
 #: MATLAB rgb2ycbcr's Cb and Cr rows, for R, G, B in [0, 1] (offset 128 cancels in differences).
@@ -26,4 +27,5 @@ BT601_CBCR_WEIGHTS = np.array([[-37.797, -74.203, 112.0], [112.0, -93.786, -18.2
 
 def rgb_to_cbcr(img: np.ndarray) -> np.ndarray:
     """Cb and Cr of an ``HxWx3`` RGB uint8 image, ``HxWx2`` float64 on the 0-255 scale, minus 128."""
-    return img.astype(np.float64) / 255.0 @ BT601_CBCR_WEIGHTS
+    cbcr: np.ndarray = img.astype(np.float64) / 255.0 @ BT601_CBCR_WEIGHTS
+    return cbcr

@@ -66,7 +66,8 @@ def read_state_file(path: str | os.PathLike[str]) -> Mapping[str, object]:
     try:
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # noise before our one line
-            return torch.load(path, map_location="cpu", weights_only=True)
+            state: Mapping[str, object] = torch.load(path, map_location="cpu", weights_only=True)
+            return state
     except pickle.UnpicklingError:
         # torch's message advises retrying with the unsafe loader; ours says what the file would have done.
         code = _pickle_imports(path, zipped)

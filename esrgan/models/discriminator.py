@@ -67,4 +67,5 @@ class VGGDiscriminator(nn.Module):
             raise ValueError(
                 f"VGGDiscriminator expects {self.input_size}x{self.input_size} inputs, got {tuple(x.shape[-2:])}"
             )
-        return self.head(self.features(x))
+        logits: torch.Tensor = self.head(self.features(x))
+        return logits

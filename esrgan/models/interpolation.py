@@ -101,6 +101,4 @@ def interpolate_sweep(
         ValueError: an alpha outside [0, 1], or generators of different architectures.
     """
     psnr_model, gan_model = _load_pair(psnr_path, gan_path)
-    return [
-        save_generator(_blend(psnr_model, gan_model, float(a)), Path(out_dir) / alpha_filename(a)) for a in alphas
-    ]
+    return [save_generator(_blend(psnr_model, gan_model, float(a)), Path(out_dir) / alpha_filename(a)) for a in alphas]

@@ -48,7 +48,7 @@ class ResidualDenseBlock(nn.Module):
         x2 = self.lrelu(self.conv2(torch.cat((x, x1), 1)))
         x3 = self.lrelu(self.conv3(torch.cat((x, x1, x2), 1)))
         x4 = self.lrelu(self.conv4(torch.cat((x, x1, x2, x3), 1)))
-        x5 = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
+        x5: torch.Tensor = self.conv5(torch.cat((x, x1, x2, x3, x4), 1))
         # In place on the fresh conv output (its backward does not need it): the same arithmetic
         # as ``x5 * 0.2 + x``, bit for bit, without allocating two more feature maps per block.
         return x5.mul_(RESIDUAL_SCALE).add_(x)
@@ -64,7 +64,8 @@ class RRDB(nn.Module):
         self.rdb3 = ResidualDenseBlock(num_feat, num_grow)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.rdb3(self.rdb2(self.rdb1(x))).mul_(RESIDUAL_SCALE).add_(x)
+        out: torch.Tensor = self.rdb3(self.rdb2(self.rdb1(x)))
+        return out.mul_(RESIDUAL_SCALE).add_(x)
 
 
 class RRDBNet(nn.Module):
@@ -129,5 +130,5 @@ class RRDBNet(nn.Module):
         feat = self.conv_body(self.body(feat)).add_(feat)
         for conv in self._up_convs:
             feat = self.lrelu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")))
-        return self.conv_last(self.lrelu(self.conv_hr(feat)))
-
+        out: torch.Tensor = self.conv_last(self.lrelu(self.conv_hr(feat)))
+        return out

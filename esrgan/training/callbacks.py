@@ -35,23 +35,23 @@ class CallbackList(Callbacks):
     def __init__(self, callbacks: Sequence[Callbacks]) -> None:
         self.callbacks = list(callbacks)
 
-    def on_train_start(self, stage, config, info):  # type: ignore[no-untyped-def]
+    def on_train_start(self, stage: str, config: Mapping[str, Any], info: Mapping[str, Any]) -> None:
         for cb in self.callbacks:
             cb.on_train_start(stage, config, info)
 
-    def on_log(self, step, metrics):  # type: ignore[no-untyped-def]
+    def on_log(self, step: int, metrics: Mapping[str, float]) -> None:
         for cb in self.callbacks:
             cb.on_log(step, metrics)
 
-    def on_validation(self, step, metrics, image_paths):  # type: ignore[no-untyped-def]
+    def on_validation(self, step: int, metrics: Mapping[str, float], image_paths: Sequence[Path]) -> None:
         for cb in self.callbacks:
             cb.on_validation(step, metrics, image_paths)
 
-    def on_checkpoint(self, step, path):  # type: ignore[no-untyped-def]
+    def on_checkpoint(self, step: int, path: Path) -> None:
         for cb in self.callbacks:
             cb.on_checkpoint(step, path)
 
-    def on_train_end(self, result):  # type: ignore[no-untyped-def]
+    def on_train_end(self, result: Any) -> None:
         for cb in self.callbacks:
             cb.on_train_end(result)
 

@@ -212,7 +212,8 @@ class TrainConfig(_Strict):
 
     def stage(self, stage: str) -> PSNRStageConfig | GANStageConfig:
         """The section of ``stage`` (``"psnr"`` or ``"gan"``)."""
-        return getattr(self, STAGE_SECTIONS[stage])  # type: ignore[no-any-return]
+        section: PSNRStageConfig | GANStageConfig = getattr(self, STAGE_SECTIONS[stage])
+        return section
 
     def training_view(self) -> TrainConfig:
         """Only the training sections, as a plain :class:`TrainConfig` (of a subclass, too)."""

@@ -120,9 +120,17 @@ def train_gan(
 ) -> TrainResult:
     """Stage 2: ESRGAN fine-tuning from ``init_generator`` (config section ``gan``). See :func:`train`."""
     return train(
-        "gan", config, hr_dir, lr_dir, val_hr_dir, val_lr_dir, out_dir,
-        init_generator=init_generator, resume=resume, callbacks=callbacks,
-    )  # fmt: skip
+        "gan",
+        config,
+        hr_dir,
+        lr_dir,
+        val_hr_dir,
+        val_lr_dir,
+        out_dir,
+        init_generator=init_generator,
+        resume=resume,
+        callbacks=callbacks,
+    )
 
 
 def train(
@@ -196,9 +204,11 @@ def train(
                 f"{init_generator}: generator architecture {initial.config} differs from the config's {generator.config}"
             )
         generator.load_state_dict(initial.state_dict())
-    generator.to(device, memory_format=memory_format).train()
-    opt_g = torch.optim.Adam(generator.parameters(), lr=sc.optimizer.lr, betas=sc.optimizer.betas,
-                             weight_decay=sc.optimizer.weight_decay)  # fmt: skip
+    # torch's overloads of Module.to omit (device, memory_format=...), which it accepts.
+    generator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
+    opt_g = torch.optim.Adam(
+        generator.parameters(), lr=sc.optimizer.lr, betas=sc.optimizer.betas, weight_decay=sc.optimizer.weight_decay
+    )
     scaler_g = new_scaler()
     ema = ModelEMA(generator, sc.ema.decay) if sc.ema.enabled else None
 
@@ -209,9 +219,13 @@ def train(
         discriminator = VGGDiscriminator(sc.data.patch_size, cfg.model.out_ch, sc.discriminator.num_feat)
         if ctx.distributed and cuda and sc.discriminator.sync_batchnorm:
             discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-        discriminator.to(device, memory_format=memory_format).train()
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=sc.optimizer_d.lr, betas=sc.optimizer_d.betas,
-                                 weight_decay=sc.optimizer_d.weight_decay)  # fmt: skip
+        discriminator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
+        opt_d = torch.optim.Adam(
+            discriminator.parameters(),
+            lr=sc.optimizer_d.lr,
+            betas=sc.optimizer_d.betas,
+            weight_decay=sc.optimizer_d.weight_decay,
+        )
         scaler_d = new_scaler()
         p = sc.perceptual
         perceptual = PerceptualLoss(layers=p.layers, backbone=p.backbone, allow_download=p.allow_download).to(device)
@@ -272,14 +286,28 @@ def train(
     # ---- the loop ---------------------------------------------------------------------------------
     backbone = perceptual.backbone if perceptual is not None else None
     n_params = sum(p.numel() for p in generator.parameters())
-    cb.on_train_start(stage, cfg.to_dict(), {"backbone": backbone, "generator_params": n_params,
-                                             "resumed_from": start, "device": str(device), "world_size": ctx.world_size})  # fmt: skip
+    cb.on_train_start(
+        stage,
+        cfg.to_dict(),
+        {
+            "backbone": backbone,
+            "generator_params": n_params,
+            "resumed_from": start,
+            "device": str(device),
+            "world_size": ctx.world_size,
+        },
+    )
     metrics: dict[str, float] = {}
     sums: dict[str, torch.Tensor] = {}
     n_sum, t_interval = 0, time.perf_counter()
     last_checkpoint: Path | None = checkpoint
-    pbar = tqdm(total=sc.iterations, initial=start, desc=f"{stage}", dynamic_ncols=True,
-                disable=not (ctx.is_main and cfg.logging.progress_bar))  # fmt: skip
+    pbar = tqdm(
+        total=sc.iterations,
+        initial=start,
+        desc=f"{stage}",
+        dynamic_ncols=True,
+        disable=not (ctx.is_main and cfg.logging.progress_bar),
+    )
 
     def write_checkpoint(done: int) -> Path | None:
         nonlocal last_checkpoint
@@ -323,8 +351,9 @@ def train(
                 )
                 lr_d = lr_at(step, sc.optimizer_d.lr, sc.schedule, sc.iterations)
                 set_lr(opt_d, lr_d)
-                sr, values = generator_step(g_train, discriminator, perceptual, lr_img, hr_img, opt_g,
-                                            sc.loss_weights, scaler_g, amp_dtype)  # fmt: skip
+                sr, values = generator_step(
+                    g_train, discriminator, perceptual, lr_img, hr_img, opt_g, sc.loss_weights, scaler_g, amp_dtype
+                )
                 values |= discriminator_step(d_train, sr, hr_img, opt_d, scaler_d, amp_dtype)
             else:
                 values = psnr_step(g_train, lr_img, hr_img, opt_g, scaler_g, amp_dtype)

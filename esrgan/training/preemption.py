@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
+from typing import Any
 
 PREEMPTED_EXIT_CODE = 143
 
@@ -30,7 +32,7 @@ class PreemptionFlag:
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: object = None
+        self._previous: Callable[[int, FrameType | None], Any] | int | signal.Handlers | None = None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.requested = True
@@ -43,4 +45,4 @@ class PreemptionFlag:
 
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
-            signal.signal(signal.SIGTERM, self._previous)  # type: ignore[arg-type]
+            signal.signal(signal.SIGTERM, self._previous)

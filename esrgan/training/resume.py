@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -30,7 +30,9 @@ _NAME = re.compile(r"^iter_(\d{8,})\.pth$")
 def rng_state() -> dict[str, Any]:
     """Python, NumPy, torch (and CUDA) RNG states as tensors and plain numbers."""
     py_version, py_internal, py_gauss = random.getstate()
-    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
+    # numpy's stubs type the default (legacy=True) call as returning the dict form; it returns the tuple.
+    legacy = cast("tuple[str, np.ndarray, int, int, float]", np.random.get_state())
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = legacy
     state: dict[str, Any] = {
         "python": torch.tensor(py_internal, dtype=torch.int64),
         "python_version": int(py_version),

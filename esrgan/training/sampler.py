@@ -71,7 +71,7 @@ class InfiniteSampler(Sampler[tuple[int, int]]):
             pos += self.global_batch
 
 
-class EpochIndexed(Dataset):
+class EpochIndexed(Dataset[Any]):
     """Dataset view indexed by ``(epoch, index)`` that calls ``set_epoch`` when the epoch changes."""
 
     def __init__(self, dataset: Any) -> None:

@@ -90,8 +90,9 @@ def generator_step(
         fake_logits = discriminator(sr)
         l_gan = ra_generator_loss(real_logits, fake_logits)
         l_chroma = chroma_loss(sr, hr) if weights.chroma else None
-        l_total = generator_loss(l_percep, l_gan, l_pixel, weights.perceptual, weights.gan, weights.pixel,
-                                 l_chroma, weights.chroma)  # fmt: skip
+        l_total = generator_loss(
+            l_percep, l_gan, l_pixel, weights.perceptual, weights.gan, weights.pixel, l_chroma, weights.chroma
+        )
     optimizer_step(l_total, optimizer, scaler)
     discriminator.requires_grad_(True)
     losses = {"loss_g": l_total, "loss_pixel": l_pixel, "loss_percep": l_percep, "loss_gan": l_gan}

@@ -7,13 +7,18 @@ MATLAB-compatible bicubic (``esrgan.data.imresize``), the number a trained model
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
 from esrgan.inference import upscale_tensor
+
+if TYPE_CHECKING:
+    from esrgan.data.dataset import PairedImageDataset, PairItem
 
 
 def to_uint8(image: torch.Tensor) -> np.ndarray:
@@ -33,7 +38,15 @@ class Validator:
         tile: LR tile edge for ``upscale_tensor`` (0: whole image).
     """
 
-    def __init__(self, dataset, scale: int, out_dir: Path, num_samples: int = 3, sample_crop: int = 128, tile: int = 0):  # type: ignore[no-untyped-def]
+    def __init__(
+        self,
+        dataset: PairedImageDataset,
+        scale: int,
+        out_dir: Path,
+        num_samples: int = 3,
+        sample_crop: int = 128,
+        tile: int = 0,
+    ) -> None:
         self.dataset, self.scale, self.out_dir = dataset, scale, Path(out_dir)
         self.num_samples, self.sample_crop, self.tile = num_samples, sample_crop, tile
         self._bicubic: list[np.ndarray] | None = None
@@ -46,7 +59,7 @@ class Validator:
             self._bicubic = [imresize(to_uint8(item["lr"]), self.scale) for item in self._items()]
         return self._bicubic
 
-    def _items(self):  # type: ignore[no-untyped-def]
+    def _items(self) -> Iterator[PairItem]:
         return (self.dataset[i] for i in range(len(self.dataset)))
 
     @torch.no_grad()

@@ -38,16 +38,22 @@ def evaluate_step(
             hr_dir = Path(tmp)
             for p in images[: params.max_images]:
                 (hr_dir / p.name).symlink_to(p.resolve())
-        with stage_run(ctx.tracking, "evaluate", {"alpha": alpha, **ctx.params.section("evaluate")},
-                       run_name=f"evaluate alpha={alpha:g}"):  # fmt: skip
-            report = evaluate_folder(model, hr_dir, scale=scale, tile=params.tile, metrics=metrics,
-                                     model_name=f"alpha={alpha:g}")  # fmt: skip
+        with stage_run(
+            ctx.tracking,
+            "evaluate",
+            {"alpha": alpha, **ctx.params.section("evaluate")},
+            run_name=f"evaluate alpha={alpha:g}",
+        ):
+            report = evaluate_folder(
+                model, hr_dir, scale=scale, tile=params.tile, metrics=metrics, model_name=f"alpha={alpha:g}"
+            )
             report["alpha"] = alpha
             # Not the temporary folder of symlinks: equal results must give equal report bytes.
             report["hr_dir"], report["max_images"] = str(val_dir), params.max_images
             write_report(report, report_file)
-            write_json(metrics_file, {"alpha": alpha, "model": report["model"]["mean"],
-                                      "bicubic": report["bicubic"]["mean"]})  # fmt: skip
+            write_json(
+                metrics_file, {"alpha": alpha, "model": report["model"]["mean"], "bicubic": report["bicubic"]["mean"]}
+            )
             mlflow.log_metrics({k: float(v) for k, v in report["model"]["mean"].items() if v is not None})
             mlflow.log_metrics(
                 {f"bicubic_{k}": float(v) for k, v in report["bicubic"]["mean"].items() if v is not None}

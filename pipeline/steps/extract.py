@@ -21,8 +21,9 @@ def extract_patches_step(ctx: StepContext, data_dir: Path, out_dir: Path, metric
     with stage_run(ctx.tracking, "extract_patches", ctx.params.section("extract_patches")):
         start = time.perf_counter()
         train = extract_with_config(data_dir / TRAIN_DIR, out_dir / "train", cfg, overwrite=True)
-        val = extract_validation(data_dir / VAL_DIR, out_dir / "val", scale=cfg.scale, workers=cfg.workers,
-                                 overwrite=True)  # fmt: skip
+        val = extract_validation(
+            data_dir / VAL_DIR, out_dir / "val", scale=cfg.scale, workers=cfg.workers, overwrite=True
+        )
         metrics = {
             "train_images": train["images"],
             "train_patches": train["patches"],

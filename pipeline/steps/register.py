@@ -164,8 +164,15 @@ def measure_champion(ctx: StepContext, model_uri: str, val_dir: Path, metrics: S
             hr_dir = Path(tmp)
             for img in images[: ctx.params.evaluate.max_images]:
                 (hr_dir / img.name).symlink_to(img.resolve())
-        report = evaluate_folder(model, hr_dir, scale=ctx.params.model.scale, tile=ctx.params.evaluate.tile,
-                                 metrics=tuple(metrics), progress=False, model_name=model_uri)  # fmt: skip
+        report = evaluate_folder(
+            model,
+            hr_dir,
+            scale=ctx.params.model.scale,
+            tile=ctx.params.evaluate.tile,
+            metrics=tuple(metrics),
+            progress=False,
+            model_name=model_uri,
+        )
     return {k: float(v) for k, v in report["model"]["mean"].items() if v is not None}
 
 
@@ -226,8 +233,10 @@ def version_description(
     if rule.rule == "fixed":
         why_alpha = f"rule `fixed`: alpha {rule.alpha:g} is set in params.yaml"
     else:
-        why_alpha = (f"rule `{rule.rule}`: lowest `{rule.metric}` among the alphas whose PSNR-Y is within "
-                     f"{rule.psnr_margin_db:g} dB of the PSNR model (alpha 0)")  # fmt: skip
+        why_alpha = (
+            f"rule `{rule.rule}`: lowest `{rule.metric}` among the alphas whose PSNR-Y is within "
+            f"{rule.psnr_margin_db:g} dB of the PSNR model (alpha 0)"
+        )
     figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
     return (
         f"ESRGAN x4 generator interpolated with alpha {alpha:g} (0 = PSNR model, 1 = GAN model).\n\n"
@@ -291,16 +300,22 @@ def register_step(
         client = MlflowClient()
         previous = alias_version(client, name, params.alias)
         info = log_generator_model(
-            model_path, registered_model_name=name,
-            max_input_pixels=params.max_input_pixels, tile=params.serve_tile,
-        )  # fmt: skip
+            model_path,
+            registered_model_name=name,
+            max_input_pixels=params.max_input_pixels,
+            tile=params.serve_tile,
+        )
         version = str(info.registered_model_version)
         version_tags = {
-            "alpha": f"{alpha:g}", **{k: f"{v:.4f}" for k, v in metrics.items()}, **provenance,
+            "alpha": f"{alpha:g}",
+            **{k: f"{v:.4f}" for k, v in metrics.items()},
+            **provenance,
             **({EVAL_KEY_TAG: eval_key} if eval_key else {}),
-            "selection.rule": params.selection.rule, "selection.metric": params.selection.metric,
-            "pipeline_run_id": parent_run_id(ctx.tracking), "register_run_id": run.info.run_id,
-        }  # fmt: skip
+            "selection.rule": params.selection.rule,
+            "selection.metric": params.selection.metric,
+            "pipeline_run_id": parent_run_id(ctx.tracking),
+            "register_run_id": run.info.run_id,
+        }
         for key, value in version_tags.items():
             client.set_model_version_tag(name, version, key, value)
         client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
@@ -311,9 +326,13 @@ def register_step(
             wanted = [m for m in ("psnr_y", params.selection.metric) if m in metrics] or list(metrics)
             old_figures, how = champion_figures(ctx, client, champion, eval_key, val_dir, wanted)
         decision = decide(
-            metrics, old_figures, params.selection, champion_version=previous,
-            force=params.force_promote, compared_on=f"data {provenance['data.dvc.md5']}; {eval_key or 'images unknown'}; {how}",
-        )  # fmt: skip
+            metrics,
+            old_figures,
+            params.selection,
+            champion_version=previous,
+            force=params.force_promote,
+            compared_on=f"data {provenance['data.dvc.md5']}; {eval_key or 'images unknown'}; {how}",
+        )
         for key, value in decision.tags().items():
             client.set_model_version_tag(name, version, key, value)
         if decision.promote:
@@ -327,8 +346,14 @@ def register_step(
         mlflow.log_metrics({f"challenger_{k}": float(v) for k, v in metrics.items()})
         mlflow.log_metrics({f"champion_{k}": float(v) for k, v in (old_figures or {}).items()})
         mlflow.log_params({"challenger_alpha": alpha, "challenger_version": version})
-        mlflow.set_tags({"decision": decision.label, "decision.reason": decision.reason[:4900],
-                         "champion_version": str(champion_version), "previous_champion_version": str(previous)})  # fmt: skip
+        mlflow.set_tags(
+            {
+                "decision": decision.label,
+                "decision.reason": decision.reason[:4900],
+                "champion_version": str(champion_version),
+                "previous_champion_version": str(previous),
+            }
+        )
         mlflow.log_artifact(str(plot_png))
         sweep = sweep_images(models, val_dir, ctx.params.model.scale, ctx.params.logging.num_samples)
         for photo, image in sweep.items():
@@ -349,15 +374,26 @@ def register_step(
     }
     write_json(summary_file, summary)
     registered = {
-        "model_name": name, "version": version, "alpha": alpha,
+        "model_name": name,
+        "version": version,
+        "alpha": alpha,
         "alias": params.alias if decision.promote else CHALLENGER_ALIAS,
-        "decision": decision.label, "reason": decision.reason, "forced": bool(params.force_promote and previous),
-        "champion_version": champion_version, "previous_champion_version": previous,
-        "comparison": {"compared_on": decision.compared_on, "challenger": decision.challenger,
-                       "champion": decision.champion},
-        "model_uri": f"models:/{name}@{params.alias}", "version_uri": f"models:/{name}/{version}",
-        "onnx_uri": f"models:/{name}/{version}/artifacts/{ONNX_FILE}", "metrics": metrics,
-        "register_run_id": register_run, "pipeline_run_id": parent,
-    }  # fmt: skip
+        "decision": decision.label,
+        "reason": decision.reason,
+        "forced": bool(params.force_promote and previous),
+        "champion_version": champion_version,
+        "previous_champion_version": previous,
+        "comparison": {
+            "compared_on": decision.compared_on,
+            "challenger": decision.challenger,
+            "champion": decision.champion,
+        },
+        "model_uri": f"models:/{name}@{params.alias}",
+        "version_uri": f"models:/{name}/{version}",
+        "onnx_uri": f"models:/{name}/{version}/artifacts/{ONNX_FILE}",
+        "metrics": metrics,
+        "register_run_id": register_run,
+        "pipeline_run_id": parent,
+    }
     write_json(registered_file, registered)
     return registered

@@ -60,8 +60,9 @@ def build_images(timeout: float = 2400) -> BuiltImages:
     """``./run image``: both variants where possible; fails the session's container tests if none builds."""
     podman()
     start = time.monotonic()
-    result = subprocess.run(["./run", "image", "cpu", "cuda"], cwd=REPO, capture_output=True, text=True,
-                            timeout=timeout)  # fmt: skip
+    result = subprocess.run(
+        ["./run", "image", "cpu", "cuda"], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     assert result.returncode == 0, f"./run image failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
     names = {}
     for line in result.stdout.splitlines():  # "<name>\t<size>" per image (the build log goes to stderr)
@@ -84,8 +85,12 @@ def podman_socket(folder: Path, timeout: float = 60) -> Iterator[str]:
     url = f"unix://{sock}"
     log = folder / "podman-service.log"
     with open(log, "w") as fh:
-        proc = subprocess.Popen([podman(), "system", "service", "--time=0", url], stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [podman(), "system", "service", "--time=0", url],
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         deadline = time.monotonic() + timeout
         while True:

@@ -67,9 +67,16 @@ def make_project(dest: Path, params: dict[str, Any] | None = None) -> Path:
 
 # Ambient cloud settings a developer may have: tests must never reach a real account.
 AMBIENT_CLOUD_ENV = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_PROFILE",
-    "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "MLFLOW_S3_ENDPOINT_URL",
-)  # fmt: skip
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "MLFLOW_S3_ENDPOINT_URL",
+)
 # Missing on purpose: botocore and dvc-s3 skip a missing file (dvc-s3 fails on os.devnull).
 NO_AWS_FILE = "/nonexistent/esrgan-tests/aws"
 

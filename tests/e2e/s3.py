@@ -98,22 +98,56 @@ def weed_s3(workdir: Path, buckets: tuple[str, ...] = ()) -> Iterator[S3Server]:
     server = S3Server("", f"ESRGANTEST{secrets.token_hex(5).upper()}", f"sk-{secrets.token_urlsafe(30)}")
     config = workdir / "s3.json"
     config.touch(mode=0o600)
-    config.write_text(json.dumps({"identities": [{
-        "name": "esrgan-tests",
-        "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
-        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-    }]}))  # fmt: skip
-    names = ("master", "master.grpc", "volume", "volume.grpc", "filer", "filer.grpc", "s3", "s3.grpc", "admin", "admin.grpc")
+    config.write_text(
+        json.dumps(
+            {
+                "identities": [
+                    {
+                        "name": "esrgan-tests",
+                        "credentials": [{"accessKey": server.access_key, "secretKey": server.secret_key}],
+                        "actions": ["Admin", "Read", "Write", "List", "Tagging"],
+                    }
+                ]
+            }
+        )
+    )
+    names = (
+        "master",
+        "master.grpc",
+        "volume",
+        "volume.grpc",
+        "filer",
+        "filer.grpc",
+        "s3",
+        "s3.grpc",
+        "admin",
+        "admin.grpc",
+    )
     ports = dict(zip(names, free_ports(len(names)), strict=True))
-    cmd = [str(weed), "mini", f"-dir={workdir / 'data'}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
-           f"-master.port={ports['master']}", f"-master.port.grpc={ports['master.grpc']}",
-           f"-volume.port={ports['volume']}", f"-volume.port.grpc={ports['volume.grpc']}",
-           f"-filer.port={ports['filer']}", f"-filer.port.grpc={ports['filer.grpc']}",
-           f"-s3.port={ports['s3']}", f"-s3.port.grpc={ports['s3.grpc']}",
-           f"-admin.port={ports['admin']}", f"-admin.port.grpc={ports['admin.grpc']}",
-           "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
-           "-master.telemetry=false", "-s3.autoCreateBucket=false",  # a missing bucket is an error, as on AWS
-           f"-s3.config={config}"]  # fmt: skip
+    cmd = [
+        str(weed),
+        "mini",
+        f"-dir={workdir / 'data'}",
+        "-ip=127.0.0.1",
+        "-ip.bind=127.0.0.1",
+        f"-master.port={ports['master']}",
+        f"-master.port.grpc={ports['master.grpc']}",
+        f"-volume.port={ports['volume']}",
+        f"-volume.port.grpc={ports['volume.grpc']}",
+        f"-filer.port={ports['filer']}",
+        f"-filer.port.grpc={ports['filer.grpc']}",
+        f"-s3.port={ports['s3']}",
+        f"-s3.port.grpc={ports['s3.grpc']}",
+        f"-admin.port={ports['admin']}",
+        f"-admin.port.grpc={ports['admin.grpc']}",
+        "-admin.ui=false",
+        "-webdav=false",
+        "-s3.port.iceberg=0",
+        "-s3.port.lance=0",
+        "-master.telemetry=false",
+        "-s3.autoCreateBucket=false",  # a missing bucket is an error, as on AWS
+        f"-s3.config={config}",
+    ]
     endpoint = f"http://127.0.0.1:{ports['s3']}"
     # Short grace: weed waits for idle keep-alive clients on SIGTERM; its data is scratch anyway.
     with process(cmd, workdir, f"{endpoint}/healthz", workdir / "weed.log", grace=5):

@@ -52,8 +52,9 @@ def process(
     """Start ``cmd`` in its own process group, wait for ``health_url``, stop the group on exit
     (SIGTERM, then SIGKILL after ``grace`` seconds)."""
     with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, cwd=cwd, env=env(**extra_env), stdout=fh, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            cmd, cwd=cwd, env=env(**extra_env), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
     try:
         wait_http(health_url, proc, log)
         yield proc
@@ -71,9 +72,20 @@ def mlflow_server(workdir: Path, artifacts_destination: str | None = None, **ext
     port = free_port()
     workdir.mkdir(parents=True, exist_ok=True)
     destination = artifacts_destination or (workdir / "artifacts").as_uri()
-    cmd = [str(VENV_BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{workdir / 'server.db'}",
-           "--artifacts-destination", destination, "--workers", "1"]  # fmt: skip
+    cmd = [
+        str(VENV_BIN / "mlflow"),
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--backend-store-uri",
+        f"sqlite:///{workdir / 'server.db'}",
+        "--artifacts-destination",
+        destination,
+        "--workers",
+        "1",
+    ]
     url = f"http://127.0.0.1:{port}"
     with process(cmd, workdir, f"{url}/health", workdir / "server.log", **extra_env):
         yield url
@@ -83,8 +95,19 @@ def mlflow_server(workdir: Path, artifacts_destination: str | None = None, **ext
 def model_server(model_uri: str, workdir: Path, tracking_uri: str, **extra_env: str) -> Iterator[str]:
     """``mlflow models serve`` of a registry URI with the local environment; yields its URL."""
     port = free_port()
-    cmd = [str(VENV_BIN / "mlflow"), "models", "serve", "-m", model_uri, "--env-manager", "local",
-           "--host", "127.0.0.1", "-p", str(port)]  # fmt: skip
+    cmd = [
+        str(VENV_BIN / "mlflow"),
+        "models",
+        "serve",
+        "-m",
+        model_uri,
+        "--env-manager",
+        "local",
+        "--host",
+        "127.0.0.1",
+        "-p",
+        str(port),
+    ]
     url = f"http://127.0.0.1:{port}"
     with process(cmd, workdir, f"{url}/ping", workdir / "serve.log", MLFLOW_TRACKING_URI=tracking_uri, **extra_env):
         yield url
@@ -92,8 +115,9 @@ def model_server(model_uri: str, workdir: Path, tracking_uri: str, **extra_env: 
 
 def post_invocations(url: str, payload: dict[str, Any]) -> tuple[int, Any]:
     """POST ``payload`` to a served model's ``/invocations``; the status and the JSON body, errors included."""
-    req = urllib.request.Request(f"{url}/invocations", data=json.dumps(payload).encode(),
-                                 headers={"Content-Type": "application/json"})  # fmt: skip
+    req = urllib.request.Request(
+        f"{url}/invocations", data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=120) as r:
             return r.status, json.loads(r.read())

@@ -56,13 +56,22 @@ def test_image_runs_esrgan_as_non_root_on_a_read_only_root(images: BuiltImages) 
     assert lines[0] == str(IMAGE_UID)
     assert "upscale" in result.stdout and "stage" in result.stdout
     assert lines[-1] == "read-only"  # the root file system really is read-only
-    labels = subprocess.run([podman(), "image", "inspect", "--format", "{{json .Labels}}", image],
-                            capture_output=True, text=True, check=True).stdout  # fmt: skip
+    labels = subprocess.run(
+        [podman(), "image", "inspect", "--format", "{{json .Labels}}", image],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     assert json.loads(labels)["org.opencontainers.image.revision"] not in ("", "unknown")
     # The build-time pip settings (host wheel folders, indexes, pip.conf) stay out of the image: podman
     # 4.3 leaves their mount points behind, empty, and nothing else.
-    leaked = podman_run(image, "sh", "-c", "env | grep ^PIP_; find /etc/pip.conf /etc/xdg/pip /opt/wheels /opt/pypi "
-                        "/opt/pypi-more -type f ! -empty 2>/dev/null; true")  # fmt: skip
+    leaked = podman_run(
+        image,
+        "sh",
+        "-c",
+        "env | grep ^PIP_; find /etc/pip.conf /etc/xdg/pip /opt/wheels /opt/pypi "
+        "/opt/pypi-more -type f ! -empty 2>/dev/null; true",
+    )
     assert leaked.stdout == "", leaked.stdout
 
 
@@ -82,11 +91,34 @@ def test_image_upscales_like_the_host(images: BuiltImages, tmp_path: Path) -> No
     Image.fromarray(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8)).save(inputs / "photo.png")
     out = writable_by_image(tmp_path / "out")
 
-    result = podman_run(images.for_variant("cpu"), "esrgan", "upscale", "/in/photo.png", "--model", "/in/tiny.pth",
-                        "-o", "/out", "--device", "cpu", volumes=(f"{inputs}:/in:ro", f"{out}:/out"))  # fmt: skip
+    result = podman_run(
+        images.for_variant("cpu"),
+        "esrgan",
+        "upscale",
+        "/in/photo.png",
+        "--model",
+        "/in/tiny.pth",
+        "-o",
+        "/out",
+        "--device",
+        "cpu",
+        volumes=(f"{inputs}:/in:ro", f"{out}:/out"),
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    host = run(["esrgan", "upscale", str(inputs / "photo.png"), "--model", str(inputs / "tiny.pth"), "-o",
-                str(tmp_path / "host"), "--device", "cpu"], tmp_path)  # fmt: skip
+    host = run(
+        [
+            "esrgan",
+            "upscale",
+            str(inputs / "photo.png"),
+            "--model",
+            str(inputs / "tiny.pth"),
+            "-o",
+            str(tmp_path / "host"),
+            "--device",
+            "cpu",
+        ],
+        tmp_path,
+    )
     assert host.returncode == 0, host.stderr
     got = np.asarray(Image.open(out / "photo_x4.png"))
     want = np.asarray(Image.open(tmp_path / "host" / "photo_x4.png"))
@@ -102,8 +134,17 @@ def test_image_rejects_a_bad_checkpoint_with_one_line(images: BuiltImages, tmp_p
 
     Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(inputs / "a.png")
     out = writable_by_image(tmp_path / "out")
-    result = podman_run(images.for_variant("cpu"), "esrgan", "upscale", "/in/a.png", "--model", "/in/bad.pth",
-                        "-o", "/out", volumes=(f"{inputs}:/in:ro", f"{out}:/out"))  # fmt: skip
+    result = podman_run(
+        images.for_variant("cpu"),
+        "esrgan",
+        "upscale",
+        "/in/a.png",
+        "--model",
+        "/in/bad.pth",
+        "-o",
+        "/out",
+        volumes=(f"{inputs}:/in:ro", f"{out}:/out"),
+    )
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
     assert errors and "bad.pth" in errors[-1], result.stderr
@@ -156,8 +197,14 @@ def container_run(images: BuiltImages, tmp_path_factory: pytest.TempPathFactory)
             else:
                 os.environ["DOCKER_HOST"] = old
         print(f"\ncontainerised pipeline: {seconds:.0f}s")
-        yield {"root": root, "url": url, "record": json.loads(task.output), "images": variants,
-               "pipeline_root": pipeline_root, "seconds": seconds}  # fmt: skip
+        yield {
+            "root": root,
+            "url": url,
+            "record": json.loads(task.output),
+            "images": variants,
+            "pipeline_root": pipeline_root,
+            "seconds": seconds,
+        }
 
 
 def test_tasks_run_the_component_definitions_of_pipeline_yaml(container_run: dict[str, Any]) -> None:

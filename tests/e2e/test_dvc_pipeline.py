@@ -146,8 +146,11 @@ def test_served_champion_upscales_and_rejects_bad_requests(project: Path, tracki
 def test_upscale_cli_reads_the_registry(project: Path, tracking_uri: str, tmp_path: Path) -> None:
     img = tmp_path / "in.png"
     Image.fromarray(np.zeros((6, 7, 3), np.uint8)).save(img)
-    result = run(["esrgan", "upscale", str(img), "-m", "models:/esrgan-x4@champion", "-o", str(tmp_path / "out")],
-                 project, MLFLOW_TRACKING_URI=tracking_uri)  # fmt: skip
+    result = run(
+        ["esrgan", "upscale", str(img), "-m", "models:/esrgan-x4@champion", "-o", str(tmp_path / "out")],
+        project,
+        MLFLOW_TRACKING_URI=tracking_uri,
+    )
     assert result.returncode == 0, result.stderr
     assert Image.open(tmp_path / "out" / "in_x4.png").size == (28, 24)
 

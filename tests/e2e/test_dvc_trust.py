@@ -55,8 +55,13 @@ def test_git_and_dvc_are_clean_after_the_main_job(project: Path) -> None:
 
 def test_logging_only_changes_rerun_nothing(project: Path) -> None:
     original = (project / "params.yaml").read_text()
-    edit_params(project, logging__progress_bar=True, logging__num_samples=0, extract_patches__workers=2,
-                tracking__experiment="elsewhere")  # fmt: skip
+    edit_params(
+        project,
+        logging__progress_bar=True,
+        logging__num_samples=0,
+        extract_patches__workers=2,
+        tracking__experiment="elsewhere",
+    )
     try:
         assert to_run(project) == {}
     finally:

@@ -100,14 +100,33 @@ def test_manifest_points_at_the_champion_files_in_s3(
     servers: tuple[S3Server, str], registered: dict, deploy: Any
 ) -> None:
     s3, url = servers
-    result = deploy(url, "--model", f"models:/{NAME}@champion", "--artifacts-destination", DESTINATION,
-                    "--namespace", "sr", "--min-replicas", "2", "--max-replicas", "4", "--cpu", "1500m",
-                    "--memory", "3Gi", "--canary", "10")  # fmt: skip
+    result = deploy(
+        url,
+        "--model",
+        f"models:/{NAME}@champion",
+        "--artifacts-destination",
+        DESTINATION,
+        "--namespace",
+        "sr",
+        "--min-replicas",
+        "2",
+        "--max-replicas",
+        "4",
+        "--cpu",
+        "1500m",
+        "--memory",
+        "3Gi",
+        "--canary",
+        "10",
+    )
     assert result.returncode == 0, result.stderr
     account, service = list(yaml.safe_load_all(result.stdout))
-    assert account == {"apiVersion": "v1", "kind": "ServiceAccount",
-                       "metadata": {"name": "esrgan-x4-storage", "namespace": "sr"},
-                       "secrets": [{"name": "esrgan-s3"}]}  # fmt: skip
+    assert account == {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "esrgan-x4-storage", "namespace": "sr"},
+        "secrets": [{"name": "esrgan-s3"}],
+    }
     assert service["apiVersion"] == "serving.kserve.io/v1beta1" and service["kind"] == "InferenceService"
     assert service["metadata"]["name"] == "esrgan-x4" and service["metadata"]["namespace"] == "sr"
     notes = service["metadata"]["annotations"]
@@ -117,8 +136,10 @@ def test_manifest_points_at_the_champion_files_in_s3(
     assert (predictor["minReplicas"], predictor["maxReplicas"], predictor["canaryTrafficPercent"]) == (2, 4, 10)
     model = predictor["model"]
     assert model["modelFormat"] == {"name": "mlflow"} and model["protocolVersion"] == "v2"
-    assert model["resources"] == {"requests": {"cpu": "1500m", "memory": "3Gi"},
-                                  "limits": {"cpu": "3000m", "memory": "6Gi"}}  # fmt: skip
+    assert model["resources"] == {
+        "requests": {"cpu": "1500m", "memory": "3Gi"},
+        "limits": {"cpu": "3000m", "memory": "6Gi"},
+    }
 
     # The URI is version 2's real location: its MLmodel and weights are there in the bucket, and
     # they are not version 1's.
@@ -132,8 +153,9 @@ def test_manifest_points_at_the_champion_files_in_s3(
     assert mv2.source.removeprefix("models:/") in uri  # the logged model behind version 2
     assert client.get_model_version(NAME, "1").source.removeprefix("models:/") not in uri
     # By version number the same location comes out.
-    by_number = yaml.safe_load_all(deploy(url, "--model", f"models:/{NAME}/2", "--artifacts-destination",
-                                          DESTINATION).stdout)  # fmt: skip
+    by_number = yaml.safe_load_all(
+        deploy(url, "--model", f"models:/{NAME}/2", "--artifacts-destination", DESTINATION).stdout
+    )
     assert list(by_number)[1]["spec"]["predictor"]["model"]["storageUri"] == uri
 
 

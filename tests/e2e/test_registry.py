@@ -91,8 +91,9 @@ def reports(root: Path, run_name: str, niqe: dict[float, float], psnr: dict[floa
     return paths
 
 
-def register(root: Path, run_name: str, niqe: dict[float, float], psnr: dict[float, float], seed: int,
-             force: bool = False) -> dict[str, Any]:  # fmt: skip
+def register(
+    root: Path, run_name: str, niqe: dict[float, float], psnr: dict[float, float], seed: int, force: bool = False
+) -> dict[str, Any]:
     params = yaml.safe_load((root / "params.yaml").read_text())
     params["register"]["force_promote"] = force
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -100,8 +101,15 @@ def register(root: Path, run_name: str, niqe: dict[float, float], psnr: dict[flo
     out = root / "outputs" / run_name
     models = generators(root, seed)
     STATE.setdefault("models", {})[run_name] = models
-    return register_step(ctx, reports(root, run_name, niqe, psnr), models, out / "summary.json", out / "pd.csv",
-                         out / "pd.png", out / "registered.json")  # fmt: skip
+    return register_step(
+        ctx,
+        reports(root, run_name, niqe, psnr),
+        models,
+        out / "summary.json",
+        out / "pd.csv",
+        out / "pd.png",
+        out / "registered.json",
+    )
 
 
 def client(uri: str) -> Any:
@@ -122,8 +130,7 @@ def env_uri(tracking_uri: str, monkeypatch: pytest.MonkeyPatch) -> str:
 
 
 def test_first_run_becomes_champion_with_descriptions_and_onnx(project: Path, env_uri: str) -> None:
-    rec = register(project, "run1", niqe={0.0: 6.0, 0.5: 5.0, 1.0: 4.0}, psnr={0.0: 26.0, 0.5: 25.5, 1.0: 24.5},
-                   seed=1)  # fmt: skip
+    rec = register(project, "run1", niqe={0.0: 6.0, 0.5: 5.0, 1.0: 4.0}, psnr={0.0: 26.0, 0.5: 25.5, 1.0: 24.5}, seed=1)
     # alpha 1 has the lowest NIQE but is 1.5 dB below alpha 0: the rule picks 0.5.
     assert rec["alpha"] == 0.5 and rec["version"] == "1" and rec["decision"] == "promoted"
     assert aliases(env_uri) == {"champion": "1", "challenger": "1"}
@@ -136,8 +143,16 @@ def test_first_run_becomes_champion_with_descriptions_and_onnx(project: Path, en
     mv = c.get_model_version(NAME, "1")
     assert mv.tags["decision"] == "promoted" and mv.tags["alpha"] == "0.5" and mv.tags["niqe"] == "5.0000"
     assert mv.tags["data.dvc.md5"] == "aaaa1111.dir"
-    for text in ("alpha 0.5", "niqe 5.0000", "aaaa1111.dir", "git commit", "Gate: **promoted**",
-                 f"{env_uri}/#/experiments/", rec["pipeline_run_id"], "within 1 dB"):  # fmt: skip
+    for text in (
+        "alpha 0.5",
+        "niqe 5.0000",
+        "aaaa1111.dir",
+        "git commit",
+        "Gate: **promoted**",
+        f"{env_uri}/#/experiments/",
+        rec["pipeline_run_id"],
+        "within 1 dB",
+    ):
         assert text in mv.description, text
     run = c.get_run(rec["register_run_id"])
     assert run.data.tags["decision"] == "promoted" and run.data.tags["champion_version"] == "1"
@@ -158,8 +173,7 @@ def test_first_run_becomes_champion_with_descriptions_and_onnx(project: Path, en
 
 
 def test_worse_second_run_leaves_champion_and_sets_challenger(project: Path, env_uri: str) -> None:
-    rec = register(project, "run2", niqe={0.0: 6.5, 0.5: 5.8, 1.0: 5.6}, psnr={0.0: 26.0, 0.5: 25.6, 1.0: 25.2},
-                   seed=2)  # fmt: skip
+    rec = register(project, "run2", niqe={0.0: 6.5, 0.5: 5.8, 1.0: 5.6}, psnr={0.0: 26.0, 0.5: 25.6, 1.0: 25.2}, seed=2)
     assert rec["alpha"] == 1.0 and rec["version"] == "2"
     assert rec["decision"] == "kept-champion" and rec["alias"] == "challenger" and rec["champion_version"] == "1"
     assert "challenger niqe 5.6000 > champion's 5.0000" in rec["reason"]
@@ -177,11 +191,21 @@ def test_run_on_other_data_reevaluates_the_champion_on_its_images(project: Path,
 
     set_data(project, "bbbb2222.dir", seed=1)
     # Figures on the new images: the champion's recorded 5.0 NIQE came from other data and must not count.
-    expected = evaluate_folder(load_generator(STATE["models"]["run1"][0.5]), project / "data/val", scale=4,
-                               metrics=("psnr_y", "niqe"), progress=False)["model"]["mean"]  # fmt: skip
+    expected = evaluate_folder(
+        load_generator(STATE["models"]["run1"][0.5]),
+        project / "data/val",
+        scale=4,
+        metrics=("psnr_y", "niqe"),
+        progress=False,
+    )["model"]["mean"]
     good = expected["niqe"] - 0.01
-    rec = register(project, "run3", niqe={0.0: good + 1, 0.5: good, 1.0: good + 2},
-                   psnr={0.0: expected["psnr_y"], 0.5: expected["psnr_y"] - 0.5, 1.0: 0.0}, seed=3)  # fmt: skip
+    rec = register(
+        project,
+        "run3",
+        niqe={0.0: good + 1, 0.5: good, 1.0: good + 2},
+        psnr={0.0: expected["psnr_y"], 0.5: expected["psnr_y"] - 0.5, 1.0: 0.0},
+        seed=3,
+    )
     assert "re-evaluated" in rec["comparison"]["compared_on"] and "bbbb2222.dir" in rec["comparison"]["compared_on"]
     assert rec["comparison"]["champion"]["niqe"] == pytest.approx(expected["niqe"], abs=1e-6)
     assert rec["comparison"]["champion"]["psnr_y"] == pytest.approx(expected["psnr_y"], abs=1e-6)
@@ -191,8 +215,14 @@ def test_run_on_other_data_reevaluates_the_champion_on_its_images(project: Path,
 
 
 def test_forced_promotion_of_a_worse_model_is_recorded(project: Path, env_uri: str) -> None:
-    rec = register(project, "run4", niqe={0.0: 50.0, 0.5: 40.0, 1.0: 30.0}, psnr={0.0: 20.0, 0.5: 19.8, 1.0: 19.5},
-                   seed=4, force=True)  # fmt: skip
+    rec = register(
+        project,
+        "run4",
+        niqe={0.0: 50.0, 0.5: 40.0, 1.0: 30.0},
+        psnr={0.0: 20.0, 0.5: 19.8, 1.0: 19.5},
+        seed=4,
+        force=True,
+    )
     assert rec["decision"] == "promoted" and rec["forced"] and rec["reason"] == "forced by register.force_promote"
     assert aliases(env_uri) == {"champion": "4", "challenger": "4"}
     assert client(env_uri).get_model_version(NAME, "4").tags["decision.champion.niqe"]  # the loser's figures kept

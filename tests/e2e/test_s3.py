@@ -58,8 +58,11 @@ def ok(result: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}  # fmt: skip
+    return {
+        p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def put_tree(s3_env: S3Server, src: Path, bucket: str, prefix: str, transfer: Any = None) -> list[str]:
@@ -101,9 +104,14 @@ def test_storage_atomic_download_of_multipart_objects(s3_env: S3Server, tmp_path
     ],
 )
 def test_storage_failed_download_keeps_local_folder(
-    s3_env: S3Server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str],
-    uri: str, kind: str, wrong_secret: bool,
-) -> None:  # fmt: skip
+    s3_env: S3Server,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    uri: str,
+    kind: str,
+    wrong_secret: bool,
+) -> None:
     from pipeline import storage
 
     src = tmp_path / "src"
@@ -295,9 +303,13 @@ def assert_objects_secret_free(s3: S3Server, prefix: str) -> list[str]:
 
 
 def test_mlflow_server_proxies_artifacts_to_s3_and_the_registered_model_loads(
-    s3: S3Server, generator_file: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+    s3: S3Server,
+    generator_file: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Only the server holds S3 credentials; clients talk HTTP (``mlflow-artifacts:``)."""
     import mlflow
 
@@ -317,9 +329,12 @@ def test_mlflow_server_proxies_artifacts_to_s3_and_the_registered_model_loads(
 
 
 def test_mlflow_client_writes_directly_to_s3_and_the_registered_model_loads(
-    s3_env: S3Server, generator_file: Path, tmp_path: Path,
-    capfd: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+    s3_env: S3Server,
+    generator_file: Path,
+    tmp_path: Path,
+    capfd: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """Tracking store without artifact proxy: the client uses its own AWS env and ``MLFLOW_S3_ENDPOINT_URL``."""
     import mlflow
 
