@@ -440,9 +440,18 @@ def _run_deploy_kserve(args: argparse.Namespace) -> int:
 
 
 COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_upscale, _add_data, _add_evaluate, _add_train, _add_interpolate, _add_stage, _add_kfp, _add_main,
-    _add_registry, _add_export, _add_deploy,
-]  # fmt: skip
+    _add_upscale,
+    _add_data,
+    _add_evaluate,
+    _add_train,
+    _add_interpolate,
+    _add_stage,
+    _add_kfp,
+    _add_main,
+    _add_registry,
+    _add_export,
+    _add_deploy,
+]
 
 
 def build_parser() -> argparse.ArgumentParser:

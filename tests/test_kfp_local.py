@@ -27,8 +27,25 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     build_sample_dataset(root / "data")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     before = {p: p.exists() and p.stat().st_mtime for p in WOULD_BE_WRITTEN}
-    result = run([sys.executable, "-m", "pipeline.cli", "kfp", "run-local", "--params", "params.yaml", "--data", "data",
-                  "--workdir", "work", *FAST_KFP_OVERRIDES], root, timeout=400, MLFLOW_TRACKING_URI=uri)  # fmt: skip
+    result = run(
+        [
+            sys.executable,
+            "-m",
+            "pipeline.cli",
+            "kfp",
+            "run-local",
+            "--params",
+            "params.yaml",
+            "--data",
+            "data",
+            "--workdir",
+            "work",
+            *FAST_KFP_OVERRIDES,
+        ],
+        root,
+        timeout=400,
+        MLFLOW_TRACKING_URI=uri,
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert {p: p.exists() and p.stat().st_mtime for p in WOULD_BE_WRITTEN} == before, "wrote into the repository"
     record = json.loads((root / "work" / "registered.json").read_text())

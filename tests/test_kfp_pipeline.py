@@ -174,9 +174,14 @@ def embedded_function(executor: dict[str, Any]) -> ast.FunctionDef:
 def test_components_call_the_step_functions(spec: dict[str, Any]) -> None:
     """Thin wrappers: each embedded component function imports its step function from pipeline.steps
     and calls it."""
-    calls = {"extract-patches": "extract_patches_step", "pretrain-psnr": "pretrain_psnr_step",
-             "finetune-gan": "finetune_gan_step", "interpolate": "interpolate_step",
-             "evaluate": "evaluate_step", "register": "register_step"}  # fmt: skip
+    calls = {
+        "extract-patches": "extract_patches_step",
+        "pretrain-psnr": "pretrain_psnr_step",
+        "finetune-gan": "finetune_gan_step",
+        "interpolate": "interpolate_step",
+        "evaluate": "evaluate_step",
+        "register": "register_step",
+    }
     for name, step in calls.items():
         func = embedded_function(spec["deploymentSpec"]["executors"][f"exec-{name}"])
         imported = {(n.module, a.name) for n in ast.walk(func) if isinstance(n, ast.ImportFrom) for a in n.names}

@@ -61,8 +61,11 @@ def test_zero_margin_keeps_alphas_at_least_as_faithful_as_alpha_0() -> None:
 def test_ties_go_to_the_smaller_alpha(metric: str) -> None:
     # Documented in select_alpha: on equal scores the alpha closer to the faithful model wins,
     # whichever direction the metric has; row order does not matter.
-    rows = [row(1.0, psnr_y=30.0, niqe=3.0, ssim_y=0.5), row(0.5, psnr_y=30.0, niqe=3.0, ssim_y=0.5),
-            row(0.0, psnr_y=30.0, niqe=3.0, ssim_y=0.5)]  # fmt: skip
+    rows = [
+        row(1.0, psnr_y=30.0, niqe=3.0, ssim_y=0.5),
+        row(0.5, psnr_y=30.0, niqe=3.0, ssim_y=0.5),
+        row(0.0, psnr_y=30.0, niqe=3.0, ssim_y=0.5),
+    ]
     assert select_alpha(rows, best(metric, 1.0))["alpha"] == 0.0
     rows[2] = row(0.0, psnr_y=30.0, niqe=6.0, ssim_y=0.25)  # alpha 0 worse: 0.5 and 1 tie for best
     assert select_alpha(rows, best(metric, 1.0))["alpha"] == 0.5
@@ -138,11 +141,13 @@ def report(alpha: Any, model: dict[str, float], bicubic: dict[str, float]) -> di
 
 
 def test_summarise_sorts_by_alpha_and_appends_bicubic_last() -> None:
-    rows = summarise([
-        report("1", {"psnr_y": 27.0}, {"psnr_y": 26.0}),
-        report(0, {"psnr_y": 30.0}, {"psnr_y": 26.5}),
-        report(0.5, {"psnr_y": 29.0, "niqe": 4.0}, {"psnr_y": 26.5}),
-    ])  # fmt: skip
+    rows = summarise(
+        [
+            report("1", {"psnr_y": 27.0}, {"psnr_y": 26.0}),
+            report(0, {"psnr_y": 30.0}, {"psnr_y": 26.5}),
+            report(0.5, {"psnr_y": 29.0, "niqe": 4.0}, {"psnr_y": 26.5}),
+        ]
+    )
     assert rows == [
         {"alpha": 0.0, "psnr_y": 30.0},
         {"alpha": 0.5, "psnr_y": 29.0, "niqe": 4.0},
@@ -153,8 +158,12 @@ def test_summarise_sorts_by_alpha_and_appends_bicubic_last() -> None:
 
 
 def test_summarise_feeds_select_alpha() -> None:
-    rows = summarise([report(a, {"psnr_y": p, "niqe": n}, {"psnr_y": 20.0, "niqe": 0.5})
-                      for a, p, n in ((1.0, 29.5, 3.0), (0.0, 30.0, 6.0))])  # fmt: skip
+    rows = summarise(
+        [
+            report(a, {"psnr_y": p, "niqe": n}, {"psnr_y": 20.0, "niqe": 0.5})
+            for a, p, n in ((1.0, 29.5, 3.0), (0.0, 30.0, 6.0))
+        ]
+    )
     assert select_alpha(rows, best("niqe", 1.0))["alpha"] == 1.0
 
 

@@ -143,10 +143,17 @@ def _train_stage(
     train_dir, val_dir = patches_dir / "train", patches_dir / "val"
     with stage_run(ctx.tracking, section, _sections(ctx, section)):
         result = train(
-            stage, ctx.params.train_config(),
-            train_dir / "hr", train_dir / "lr", val_dir / "hr", val_dir / "lr",
-            run_dir, init_generator=init, resume=resume, callbacks=MlflowCallbacks(),
-        )  # fmt: skip
+            stage,
+            ctx.params.train_config(),
+            train_dir / "hr",
+            train_dir / "lr",
+            val_dir / "hr",
+            val_dir / "lr",
+            run_dir,
+            init_generator=init,
+            resume=resume,
+            callbacks=MlflowCallbacks(),
+        )
         return _finish(result, model_out, metrics_file)
 
 
