@@ -20,7 +20,7 @@ def resolve_params(
     """Fail before any GPU is requested if the parameters are invalid; returns the pipeline key."""
     from components.runtime import project_version, write_config
     from pipeline.data_source import DataSource
-    from pipeline.kfp_params import pipeline_key, resolve_params
+    from pipeline.kfp_params import params_with_knobs, pipeline_key
 
     knobs = {
         "alphas": alphas,
@@ -30,7 +30,7 @@ def resolve_params(
         "experiment": experiment,
         "model_name": model_name,
     }
-    params = resolve_params(params_json, knobs)
+    params = params_with_knobs(params_json, knobs)
     data = DataSource(kind=data_source, uri=data_uri, rev=data_rev, path=data_path).as_dict()
     key = pipeline_key(params, data, code_version=project_version())  # the image's package version
     write_config(config.path, params, key, data)

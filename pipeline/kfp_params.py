@@ -81,7 +81,7 @@ def split_knobs(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     return rest, knobs
 
 
-def resolve_params(params_json: str, knobs: Mapping[str, Any]) -> PipelineParams:
+def params_with_knobs(params_json: str, knobs: Mapping[str, Any]) -> PipelineParams:
     """Merge the knobs into ``params_json`` and validate; raises :class:`ParamsError` on conflict."""
     try:
         doc = json.loads(params_json)

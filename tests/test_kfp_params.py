@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from pipeline.data_source import DataSource, DataSourceError, fetch_dataset
-from pipeline.kfp_params import KNOBS, canonical_json, pipeline_key, resolve_params, split_knobs
+from pipeline.kfp_params import KNOBS, canonical_json, params_with_knobs, pipeline_key, split_knobs
 from pipeline.kfp_run import build_arguments, compiled_defaults
 from pipeline.params import ParamsError
 from tests.e2e.project import tiny_params
@@ -29,28 +29,28 @@ def test_split_then_resolve_gives_back_params_yaml() -> None:
     doc = yaml.safe_load((REPO / "params.yaml").read_text())
     params_json, knobs = split(doc)
     assert set(knobs) == set(KNOBS) and "alphas" not in json.loads(params_json)["interpolate"]
-    assert resolve_params(params_json, knobs).model_dump() == resolve_params(json.dumps(doc), knobs).model_dump()
+    assert params_with_knobs(params_json, knobs).model_dump() == params_with_knobs(json.dumps(doc), knobs).model_dump()
 
 
 def test_knobs_override_and_conflicts_name_the_knob() -> None:
     params_json, knobs = split(tiny_params())
-    params = resolve_params(params_json, {**knobs, "gan_iterations": 7, "alphas": [0.0, 0.3, 1.0]})
+    params = params_with_knobs(params_json, {**knobs, "gan_iterations": 7, "alphas": [0.0, 0.3, 1.0]})
     assert params.finetune_gan.iterations == 7 and params.interpolate.alphas == [0.0, 0.3, 1.0]
     with pytest.raises(ParamsError, match="'psnr_iterations'"):
-        resolve_params(json.dumps(tiny_params()), {**knobs, "psnr_iterations": 99})
+        params_with_knobs(json.dumps(tiny_params()), {**knobs, "psnr_iterations": 99})
     with pytest.raises(ParamsError, match="alphas must include the endpoints"):
-        resolve_params(params_json, {**knobs, "alphas": [0.0, 0.5]})
+        params_with_knobs(params_json, {**knobs, "alphas": [0.0, 0.5]})
     with pytest.raises(ParamsError, match="not valid JSON"):
-        resolve_params("{", knobs)
+        params_with_knobs("{", knobs)
 
 
 def test_pipeline_key_follows_params_and_data() -> None:
     params_json, knobs = split(tiny_params())
-    params = resolve_params(params_json, knobs)
+    params = params_with_knobs(params_json, knobs)
     data = DataSource("dvc", "https://example.org/repo.git", "v1").as_dict()
-    assert pipeline_key(params, data) == pipeline_key(resolve_params(params_json, knobs), dict(data))
+    assert pipeline_key(params, data) == pipeline_key(params_with_knobs(params_json, knobs), dict(data))
     assert pipeline_key(params, data) != pipeline_key(params, {**data, "rev": "v2"})
-    other = resolve_params(params_json, {**knobs, "gan_iterations": 3})
+    other = params_with_knobs(params_json, {**knobs, "gan_iterations": 3})
     assert pipeline_key(params, data) != pipeline_key(other, data)
     assert pipeline_key(params, data, "0.1.0") != pipeline_key(params, data, "0.2.0")
 

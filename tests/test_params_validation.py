@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from pipeline.errors import EXIT_USER_ERROR
-from pipeline.kfp_params import resolve_params
+from pipeline.kfp_params import params_with_knobs
 from pipeline.params import METRIC_DIRECTION, ParamsError, PipelineParams, parse_params
 from pipeline.steps.register import select_alpha
 
@@ -111,7 +111,7 @@ def test_kfp_resolve_params_runs_the_same_checks() -> None:
 
     doc = with_changes(extract_patches__scale=2)
     with pytest.raises(ParamsError) as info:
-        resolve_params(json.dumps(doc), {})
+        params_with_knobs(json.dumps(doc), {})
     assert "extract_patches.scale (2) differs from model.scale (4)" in str(info.value)
 
 
