@@ -24,7 +24,6 @@ import contextlib
 import io
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -92,12 +91,6 @@ BAD_REQUESTS: dict[str, tuple[bytes, str]] = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class TreeMemory:
     """Peak resident memory of a process and its children, sampled in a thread."""
 
@@ -131,43 +124,14 @@ class TreeMemory:
 @contextlib.contextmanager
 def serve(model_uri: str, tracking_uri: str, log: Path) -> Iterator[tuple[str, subprocess.Popen]]:
     """``mlflow models serve`` in its own process group; stopped by its process group id."""
-    port = free_port()
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [
-        str(mlflow_bin),
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "-p",
-        str(port),
-        "--timeout",
-        "600",
-    ]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(cmd, env=env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-            with contextlib.suppress(OSError), urllib.request.urlopen(f"{url}/ping", timeout=2) as r:
-                if r.status == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{url} did not come up: {log.read_text()[-2000:]}")
-            time.sleep(0.5)
-        yield url, proc
-    finally:
-        from pipeline.processes import stop_process_group  # after ROOT is on sys.path
+    from pipeline.processes import free_port, mlflow_serve_command, server_process  # after ROOT is on sys.path
 
-        stop_process_group(proc)
+    port = free_port()
+    cmd = [*mlflow_serve_command(Path(sys.executable).with_name("mlflow"), model_uri, port), "--timeout", "600"]
+    url = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri}
+    with server_process(cmd, f"{url}/ping", log, env=env, timeout=180) as proc:
+        yield url, proc
 
 
 def generator_file(model: str | None, workdir: Path) -> tuple[Path, str]:

@@ -6,21 +6,14 @@ import contextlib
 import json
 import socket
 import subprocess
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipeline.processes import stop_process_group
+from pipeline.processes import free_port, mlflow_serve_command, server_process
 from tests.e2e.project import VENV_BIN, env
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def free_ports(n: int) -> list[int]:
@@ -32,34 +25,14 @@ def free_ports(n: int) -> list[int]:
         return [int(s.getsockname()[1]) for s in socks]
 
 
-def wait_http(url: str, proc: subprocess.Popen, log: Path, timeout: float = 300) -> None:
-    # 300 s: a first `mlflow server` start (schema migrations) on a loaded 2-core machine can pass 120 s.
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()[-2000:]}")
-        with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=2) as r:
-            if r.status == 200:
-                return
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} did not answer within {timeout}s: {log.read_text()[-2000:]}")
-
-
 @contextlib.contextmanager
 def process(
     cmd: list[str], cwd: Path, health_url: str, log: Path, grace: float = 20, **extra_env: str
 ) -> Iterator[subprocess.Popen]:
     """Start ``cmd`` in its own process group, wait for ``health_url``, stop the group on exit
     (SIGTERM, then SIGKILL after ``grace`` seconds)."""
-    with open(log, "w") as fh:
-        proc = subprocess.Popen(
-            cmd, cwd=cwd, env=env(**extra_env), stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        wait_http(health_url, proc, log)
+    with server_process(cmd, health_url, log, cwd=cwd, env=env(**extra_env), grace=grace) as proc:
         yield proc
-    finally:
-        stop_process_group(proc, grace)
 
 
 @contextlib.contextmanager
@@ -95,19 +68,7 @@ def mlflow_server(workdir: Path, artifacts_destination: str | None = None, **ext
 def model_server(model_uri: str, workdir: Path, tracking_uri: str, **extra_env: str) -> Iterator[str]:
     """``mlflow models serve`` of a registry URI with the local environment; yields its URL."""
     port = free_port()
-    cmd = [
-        str(VENV_BIN / "mlflow"),
-        "models",
-        "serve",
-        "-m",
-        model_uri,
-        "--env-manager",
-        "local",
-        "--host",
-        "127.0.0.1",
-        "-p",
-        str(port),
-    ]
+    cmd = mlflow_serve_command(VENV_BIN / "mlflow", model_uri, port)
     url = f"http://127.0.0.1:{port}"
     with process(cmd, workdir, f"{url}/ping", workdir / "serve.log", MLFLOW_TRACKING_URI=tracking_uri, **extra_env):
         yield url
