@@ -19,18 +19,14 @@ def pretrain_psnr(
     metrics: Output[Metrics],
 ) -> None:
     """Stage 1: the L1 (PSNR-oriented) generator."""
-    import tempfile
     from pathlib import Path
 
-    from components.runtime import generator_file, log_metrics, open_step
+    from components.runtime import generator_file, log_metrics, training_task
     from pipeline.steps import pretrain_psnr_step
 
-    ctx, config_data = open_step(config.path, {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name})
-    run_dir = Path(checkpoint_root) / config_data["key"] / "pretrain_psnr"
-    with tempfile.TemporaryDirectory() as tmp:
-        result = pretrain_psnr_step(
-            ctx, Path(patches.path), run_dir, generator_file(model.path), Path(tmp) / "metrics.json", resume=True
-        )
+    tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name}
+    with training_task(config.path, checkpoint_root, "pretrain_psnr", tags) as (ctx, run_dir, metrics_file):
+        result = pretrain_psnr_step(ctx, Path(patches.path), run_dir, generator_file(model.path), metrics_file)
     log_metrics(metrics, result)
 
 
@@ -45,22 +41,13 @@ def finetune_gan(
     metrics: Output[Metrics],
 ) -> None:
     """Stage 2: perceptual + RaGAN + L1, initialised from the PSNR generator."""
-    import tempfile
     from pathlib import Path
 
-    from components.runtime import GENERATOR_FILE, generator_file, log_metrics, open_step
+    from components.runtime import GENERATOR_FILE, generator_file, log_metrics, training_task
     from pipeline.steps import finetune_gan_step
 
-    ctx, config_data = open_step(config.path, {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name})
-    run_dir = Path(checkpoint_root) / config_data["key"] / "finetune_gan"
-    with tempfile.TemporaryDirectory() as tmp:
-        result = finetune_gan_step(
-            ctx,
-            Path(patches.path),
-            Path(psnr_model.path) / GENERATOR_FILE,
-            run_dir,
-            generator_file(model.path),
-            Path(tmp) / "metrics.json",
-            resume=True,
-        )
+    tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name}
+    with training_task(config.path, checkpoint_root, "finetune_gan", tags) as (ctx, run_dir, metrics_file):
+        init = Path(psnr_model.path) / GENERATOR_FILE
+        result = finetune_gan_step(ctx, Path(patches.path), init, run_dir, generator_file(model.path), metrics_file)
     log_metrics(metrics, result)
