@@ -8,9 +8,12 @@ parameter (``gan_iterations=5000``, ``data_rev=v2``) or a dotted ``params.yaml``
 
 from __future__ import annotations
 
+import builtins
+import contextlib
+import gc
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +75,24 @@ def load_params_doc(params_file: Path) -> dict[str, Any]:
     return doc
 
 
+@contextlib.contextmanager
+def print_restored() -> Iterator[None]:
+    """Put back ``builtins.print`` after a ``kfp.local`` run.
+
+    kfp.local indents each task's log by swapping ``builtins.print`` in and out around the task
+    (``kfp.local.logging_utils.indented_print``). After this pipeline (a ParallelFor) its indenting
+    print is sometimes still installed when the run returns (one run in two, measured), so every
+    later ``print`` in the process starts with four spaces: a manifest that ``esrgan deploy
+    kserve`` prints in the same process no longer parses.
+    """
+    original = builtins.print
+    try:
+        yield
+    finally:
+        gc.collect()  # kfp's context managers left in unfinished generators restore *their* print on collection
+        builtins.print = original
+
+
 def run_local(params_file: Path, data_dir: Path, workdir: Path, overrides: Iterable[str] = ()) -> dict[str, Any]:
     """The whole pipeline in this Python environment (``SubprocessRunner(use_venv=False)``).
 
@@ -100,7 +121,8 @@ def run_local(params_file: Path, data_dir: Path, workdir: Path, overrides: Itera
         pipeline_root=str((workdir / "artifacts").resolve()),
         raise_on_error=True,
     )
-    task = pipeline(**args)
+    with print_restored():
+        task = pipeline(**args)
     record = json.loads(task.output)
     (workdir / "registered.json").write_text(json.dumps(record, indent=2) + "\n")
     return record

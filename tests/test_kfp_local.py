@@ -48,8 +48,8 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert {p: p.exists() and p.stat().st_mtime for p in WOULD_BE_WRITTEN} == before, "wrote into the repository"
-    record = json.loads((root / "work" / "registered.json").read_text())
-    return {"root": root, "uri": uri, "record": record}
+    registered = (root / "work" / "registered.json").read_text()
+    return {"root": root, "uri": uri, "record": json.loads(registered), "stdout": result.stdout, "file": registered}
 
 
 def test_champion_is_registered_with_alias_and_alpha_tag(local_run: dict[str, Any]) -> None:
@@ -86,3 +86,9 @@ def test_kfp_artifacts_hold_the_plot_and_the_checkpoints(local_run: dict[str, An
     assert csv.read_text().splitlines()[0].startswith("alpha,psnr_y") and len(csv.read_text().splitlines()) == 4
     (key,) = [p.name for p in (work / "checkpoints").iterdir()]
     assert {p.name for p in (work / "checkpoints" / key).iterdir()} == {"pretrain_psnr", "finetune_gan"}
+
+
+def test_the_command_prints_the_record_unindented_after_the_run(local_run: dict[str, Any]) -> None:
+    """kfp.local can leave its indenting ``print`` installed after a ParallelFor; the command puts the
+    original back, so what it prints after the run (and any later print in the process) is intact."""
+    assert local_run["stdout"].endswith("\n" + local_run["file"])

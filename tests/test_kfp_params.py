@@ -103,3 +103,18 @@ def test_dvc_source_gets_the_tracked_folder_from_the_remote(tmp_path: Path) -> N
         subprocess.run(cmd, cwd=repo, check=True, capture_output=True)
     out = fetch_dataset(DataSource("dvc", str(repo), rev="v1", path="data"), tmp_path / "fetched")
     assert sorted(p.name for p in out.rglob("*.png")) == ["train.png", "val.png"]
+
+
+def test_print_restored_undoes_a_print_left_patched() -> None:
+    """What kfp.local can leave behind after a ParallelFor (an indenting builtins.print) is undone."""
+    import builtins
+
+    from pipeline.kfp_run import print_restored
+
+    original = builtins.print
+    try:
+        with print_restored():
+            builtins.print = lambda *args, **kwargs: original("    ", *args, **kwargs)
+        assert builtins.print is original
+    finally:
+        builtins.print = original

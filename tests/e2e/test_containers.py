@@ -161,7 +161,7 @@ def container_run(images: BuiltImages, tmp_path_factory: pytest.TempPathFactory)
     from components.build import Images
     from esrgan.data import build_sample_dataset
     from pipeline.kfp_dag import build_pipeline
-    from pipeline.kfp_run import build_arguments, load_params_doc
+    from pipeline.kfp_run import build_arguments, load_params_doc, print_restored
 
     root = tmp_path_factory.mktemp("kfp-docker")
     params_file = root / "params.yaml"
@@ -189,7 +189,8 @@ def container_run(images: BuiltImages, tmp_path_factory: pytest.TempPathFactory)
             runner = local.DockerRunner(network_mode="host", environment={"MLFLOW_TRACKING_URI": url})
             local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
             start = time.monotonic()
-            task = pipeline(**args)
+            with print_restored():  # kfp.local would leave its indenting print behind
+                task = pipeline(**args)
             seconds = time.monotonic() - start
         finally:
             if old is None:
