@@ -137,7 +137,7 @@ class PipelineParams(TrainConfig):
 
     def train_config(self) -> TrainConfig:
         """The training library's view of these parameters (the training sections only)."""
-        return self.training_view()
+        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain JSON-compatible data (what a stage logs as its params)."""

@@ -215,10 +215,6 @@ class TrainConfig(_Strict):
         section: PSNRStageConfig | GANStageConfig = getattr(self, STAGE_SECTIONS[stage])
         return section
 
-    def training_view(self) -> TrainConfig:
-        """Only the training sections, as a plain :class:`TrainConfig` (of a subclass, too)."""
-        return TrainConfig.model_validate(self.model_dump(include=set(TrainConfig.model_fields)))
-
     def to_dict(self) -> dict[str, Any]:
         """Plain JSON-compatible dict (stored in checkpoints, logged as parameters)."""
         return self.model_dump(mode="json")
