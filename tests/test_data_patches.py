@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 from pathlib import Path
 
 import cv2
@@ -147,6 +148,23 @@ def test_parallel_output_equals_serial_and_overwrite_policy(tmp_path: Path) -> N
     assert limited["patches"] == 6
     assert len(list((tmp_path / "one" / "hr").iterdir())) == 6  # stale patches of the earlier run removed
     assert len(list((tmp_path / "in").iterdir())) == 3  # the source is never touched
+
+
+def _sigterm_is_default() -> bool:
+    return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_pool_workers_do_not_inherit_the_callers_sigterm_handler() -> None:
+    # A pipeline stage turns SIGTERM into an exception; forked workers inherited that handler and
+    # printed its traceback when the pool shut them down.
+    from esrgan.data.patches import _worker_pool
+
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        with _worker_pool(2) as pool:
+            assert all(pool.starmap(_sigterm_is_default, [()] * 4))
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def test_validation_pairs_are_whole_mod_cropped_images(tmp_path: Path) -> None:

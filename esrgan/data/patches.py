@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.pool
 import os
+import signal
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
@@ -122,6 +124,13 @@ def _pool_context() -> multiprocessing.context.BaseContext:
     return multiprocessing.get_context("fork" if sys.platform.startswith("linux") else "spawn")
 
 
+def _worker_pool(processes: int) -> multiprocessing.pool.Pool:
+    # A forked worker inherits the caller's Python signal handlers (a pipeline stage turns SIGTERM
+    # into an exception to close its run). Pool shutdown SIGTERMs idle workers, which must then
+    # just exit, not print that exception's traceback.
+    return _pool_context().Pool(processes, initializer=signal.signal, initargs=(signal.SIGTERM, signal.SIG_DFL))
+
+
 def _run(hr_dir: Path, out_dir: Path, cfg: ExtractConfig, whole: bool, overwrite: bool) -> dict[str, Any]:
     hr_dir, out_dir = Path(hr_dir), Path(out_dir)
     if not hr_dir.is_dir():
@@ -165,7 +174,7 @@ def _run(hr_dir: Path, out_dir: Path, cfg: ExtractConfig, whole: bool, overwrite
             for task in tasks:
                 collect(_process(task))
         else:
-            with _pool_context().Pool(min(cfg.workers, len(tasks))) as pool:
+            with _worker_pool(min(cfg.workers, len(tasks))) as pool:
                 for result in pool.imap(_process, tasks):
                     collect(result)
 
