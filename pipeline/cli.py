@@ -124,6 +124,9 @@ def _add_data(sub: argparse._SubParsersAction) -> None:
             _workspace().import_folder(a.source, a.out, val_fraction=a.val_fraction, force=a.force, track=not a.no_dvc)
         )
     )
+    h = dsub.add_parser("holdout", help="write 9 photos that are not in the sample set, to evaluate on")
+    h.add_argument("out", type=Path)
+    h.set_defaults(handler=lambda a: _print(_holdout(a.out)))
     d = dsub.add_parser("download-div2k", help="download DIV2K HR (needs internet), then use 'data import'")
     d.add_argument("out", type=Path)
     d.set_defaults(handler=lambda a: _print({"path": str(_div2k(a.out))}))
@@ -133,6 +136,13 @@ def _workspace():
     from pipeline import workspace
 
     return workspace
+
+
+def _holdout(out: Path) -> dict[str, object]:
+    from esrgan.data import build_holdout_set
+
+    entries = build_holdout_set(out)
+    return {"path": str(out), "images": [{k: e[k] for k in ("name", "licence", "attribution")} for e in entries]}
 
 
 def _div2k(out: Path) -> Path:

@@ -60,3 +60,17 @@ def test_import_refuses_to_replace_without_force_and_keeps_the_old_data(repo: Pa
     assert sorted(p.name for p in src.iterdir()) == [f"{i:04d}.png" for i in range(5)]  # source untouched
     status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
     assert "data.dvc" in status
+
+
+def test_holdout_folder_evaluates_as_it_is(tmp_path: Path) -> None:
+    out = tmp_path / "holdout"
+    made = run(["esrgan", "data", "holdout", str(out)], tmp_path)
+    assert made.returncode == 0, made.stderr
+    images = json.loads(made.stdout)["images"]
+    assert len(images) == 9 and all(i["licence"] for i in images)
+    report = tmp_path / "bicubic.json"
+    done = run(["esrgan", "evaluate", "--data", str(out), "--metrics", "psnr_y", "-o", str(report)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    full = json.loads(report.read_text())
+    assert full["skipped"] == [] and full["bicubic"]["count"]["psnr_y"] == 9
+    assert 20.0 < full["bicubic"]["mean"]["psnr_y"] < 35.0

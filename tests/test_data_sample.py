@@ -14,9 +14,11 @@ import pytest
 from PIL import Image
 
 from esrgan.data import (
+    HOLDOUT_SOURCES,
     SAMPLE_SOURCES,
     DownloadError,
     SampleSourceError,
+    build_holdout_set,
     build_sample_dataset,
     div2k,
     import_dataset,
@@ -103,6 +105,32 @@ def test_missing_source_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setattr(sample, "SAMPLE_SOURCES", (gone,))
     with pytest.raises(SampleSourceError, match=r"no_such_image\.png is not shipped by scikit-image"):
         build_sample_dataset(tmp_path)
+
+
+def test_holdout_photos_are_new_pixels_in_a_flat_folder(sample_dir: Path, tmp_path: Path) -> None:
+    entries = build_holdout_set(tmp_path)
+    names = ["brick", "camera", "grass", "gravel", "hubble", "ihc", "moon", "motorcycle_right", "retina"]
+    assert [e["name"] for e in entries] == [f"{n}.png" for n in names]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"{n}.png" for n in names]  # images only
+    manifest = json.loads((sample_dir / "manifest.json").read_text())
+    assert {e["pixels_sha256"] for e in entries}.isdisjoint(e["pixels_sha256"] for e in manifest["images"])
+    assert {s.path for s in HOLDOUT_SOURCES}.isdisjoint(s.path for s in SAMPLE_SOURCES)
+    for entry in entries:
+        assert entry["split"] == "holdout" and entry["licence"] and entry["attribution"]
+        with Image.open(tmp_path / entry["name"]) as img:
+            assert img.mode == "RGB" and img.size == (entry["width"], entry["height"])
+            if entry["name"] == "camera.png":  # greyscale sources: three equal channels
+                rgb = np.asarray(img)
+                assert (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+    assert (entries[-1]["width"], entries[-1]["height"]) == (1411, 1411)
+
+
+def test_holdout_checksum_change_fails_loudly(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    bad = dataclasses.replace(HOLDOUT_SOURCES[0], sha256="0" * 64)
+    monkeypatch.setattr(sample, "HOLDOUT_SOURCES", (bad,))
+    with pytest.raises(SampleSourceError, match=r"^brick: .*brick\.png has SHA-256 7966caf3.*expected 0{64}"):
+        build_holdout_set(tmp_path)
+    assert not list(tmp_path.iterdir())
 
 
 def _write_images(folder: Path, count: int) -> None:

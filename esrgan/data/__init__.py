@@ -16,9 +16,17 @@ from esrgan.data.div2k import DownloadError, download_div2k
 from esrgan.data.imresize import imresize
 from esrgan.data.layout import MANIFEST_FILE, SPLITS_FILE, TRAIN_DIR, VAL_DIR, list_images
 from esrgan.data.patches import crop_positions, extract_patches, extract_validation, extract_with_config
-from esrgan.data.sample import SAMPLE_SOURCES, SampleSourceError, build_sample_dataset, import_dataset
+from esrgan.data.sample import (
+    HOLDOUT_SOURCES,
+    SAMPLE_SOURCES,
+    SampleSourceError,
+    build_holdout_set,
+    build_sample_dataset,
+    import_dataset,
+)
 
 __all__ = [
+    "HOLDOUT_SOURCES",
     "MANIFEST_FILE",
     "SAMPLE_SOURCES",
     "SPLITS_FILE",
@@ -30,6 +38,7 @@ __all__ = [
     "PairedPatchDataset",
     "SampleSourceError",
     "augment_pair",
+    "build_holdout_set",
     "build_sample_dataset",
     "crop_positions",
     "download_div2k",

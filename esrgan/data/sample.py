@@ -8,6 +8,10 @@ PNGs (no ICC profile, text chunks or timestamps) so the output bytes are reprodu
 The layout (``train/``, ``val/``, ``splits.json``, ``manifest.json``) is described in
 :mod:`esrgan.data.layout`; :func:`import_dataset` brings any folder of images (DIV2K train HR,
 your own photos) into the same layout.
+
+:func:`build_holdout_set` writes nine further photographs from scikit-image, none of them in
+the sample set: a flat folder to measure on photos that nothing was trained, validated or tuned
+on (``esrgan data holdout DIR``, then ``esrgan evaluate --data DIR``).
 """
 
 from __future__ import annotations
@@ -49,7 +53,7 @@ class SampleSource:
     sha256: str  #: pinned digest of the shipped file
     licence: str
     attribution: str
-    split: str  #: "train" or "val"
+    split: str  #: "train", "val" or "holdout"
 
 
 _SKIMAGE_NOTE = "scikit-image skimage.data docstring"
@@ -138,6 +142,81 @@ SAMPLE_SOURCES: tuple[SampleSource, ...] = (
 )
 
 
+HOLDOUT = "holdout"
+_CC0_TEXTURE = "CC0 (CC0Textures, per the skimage.data docstring)"
+#: Photos kept out of training, validation and every tuning decision (scikit-image 0.26.0 pins).
+#: Five are greyscale (written as RGB with equal channels): the chroma error then measures the
+#: colour a generator invents.
+HOLDOUT_SOURCES: tuple[SampleSource, ...] = tuple(
+    SampleSource(name, "scikit-image", "skimage", f"data/{file}", digest, licence, f"{what} ({_SKIMAGE_NOTE})", HOLDOUT)
+    for name, file, digest, licence, what in (
+        (
+            "brick",
+            "brick.png",
+            "7966caf324f6ba843118d98f7a07746d22f6a343430add0233eca5f6eaaa8fcf",
+            _CC0_TEXTURE,
+            "Brick wall, greyscale",
+        ),
+        (
+            "camera",
+            "camera.png",
+            "b0793d2adda0fa6ae899c03989482bff9a42d3d5690fc7e3648f2795d730c23a",
+            "CC0",
+            "Cameraman, photograph by Lav Varshney, greyscale",
+        ),
+        (
+            "grass",
+            "grass.png",
+            "b6b6022426b38936c43a4ac09635cd78af074e90f42ffa8227ac8b7452d39f89",
+            "CC0 (DeviantArt linolafett, per the skimage.data docstring)",
+            "Grass, greyscale",
+        ),
+        (
+            "gravel",
+            "gravel.png",
+            "c48615b451bf1e606fbd72c0aa9f8cc0f068ab7111ef7d93bb9b0f2586440c12",
+            _CC0_TEXTURE,
+            "Gravel, greyscale",
+        ),
+        (
+            "hubble",
+            "hubble_deep_field.jpg",
+            "3a19c5dd8a927a9334bb1229a6d63711b1c0c767fb27e2286e7c84a3e2c2f5f4",
+            "Public domain (NASA)",
+            "Hubble eXtreme Deep Field, HubbleSite",
+        ),
+        (
+            "ihc",
+            "ihc.png",
+            "f8dd1aa387ddd1f49d8ad13b50921b237df8e9b262606d258770687b0ef93cef",
+            "No known copyright restrictions",
+            "Immunohistochemistry of colonic glands, CMMI",
+        ),
+        (
+            "moon",
+            "moon.png",
+            "78739619d11f7eb9c165bb5d2efd4772cee557812ec847532dbb1d92ef71f577",
+            "Not stated in the skimage.data docstring",
+            "Surface of the moon, greyscale",
+        ),
+        (
+            "motorcycle_right",
+            "motorcycle_right.png",
+            "5fc913ae870e42a4b662314bc904d1786bcad8e2f0b9b67dba5a229406357797",
+            "Not stated: Middlebury 2014 stereo benchmark image redistributed by scikit-image (cite Scharstein et al.)",
+            "Motorcycle (right view), D. Scharstein et al., GCPR 2014",
+        ),
+        (
+            "retina",
+            "retina.jpg",
+            "38a07f36f27f095e818aea7b96d34202c05176d30253c66733f2e00379e9e0e6",
+            "CC0 (Mikael Haggstrom, Wikimedia Commons)",
+            "Fundus photograph of a normal left eye",
+        ),
+    )
+)
+
+
 def locate_source(source: SampleSource) -> Path:
     """The shipped file of ``source`` in the installed package, verified against its pinned digest."""
     try:
@@ -181,31 +260,7 @@ def build_sample_dataset(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
         SampleSourceError: a source image is missing or its checksum differs from the pin.
     """
     out = Path(out_dir)
-    entries = []
-    for source in SAMPLE_SOURCES:
-        path = locate_source(source)
-        with Image.open(path) as img:
-            rgb = np.asarray(img.convert("RGB"))
-        data = encode_png(rgb)
-        write_bytes(out / source.split / f"{source.name}.png", data)
-        entries.append(
-            {
-                "name": f"{source.name}.png",
-                "split": source.split,
-                "width": int(rgb.shape[1]),
-                "height": int(rgb.shape[0]),
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "pixels_sha256": _pixels_sha256(rgb),
-                "licence": source.licence,
-                "attribution": source.attribution,
-                "source": {
-                    "package": source.package,
-                    "version": _version(source.package),
-                    "path": f"{source.module.replace('.', '/')}/{source.path}",
-                    "sha256": source.sha256,
-                },
-            }
-        )
+    entries = [_write_source(source, out / source.split) for source in SAMPLE_SOURCES]
     manifest = {
         "name": SAMPLE_DATASET_NAME,
         "description": "Photographs shipped in scikit-image, scikit-learn and matplotlib, as 8-bit RGB PNG.",
@@ -214,6 +269,45 @@ def build_sample_dataset(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     _write_split_files(out, entries, manifest)
     write_bytes(out / SOURCES_FILE, _sources_markdown(entries).encode())
     return manifest
+
+
+def _write_source(source: SampleSource, folder: Path) -> dict[str, Any]:
+    """Write ``source`` as ``folder/<name>.png`` (8-bit RGB); returns its manifest entry."""
+    path = locate_source(source)
+    with Image.open(path) as img:
+        rgb = np.asarray(img.convert("RGB"))
+    data = encode_png(rgb)
+    write_bytes(folder / f"{source.name}.png", data)
+    return {
+        "name": f"{source.name}.png",
+        "split": source.split,
+        "width": int(rgb.shape[1]),
+        "height": int(rgb.shape[0]),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "pixels_sha256": _pixels_sha256(rgb),
+        "licence": source.licence,
+        "attribution": source.attribution,
+        "source": {
+            "package": source.package,
+            "version": _version(source.package),
+            "path": f"{source.module.replace('.', '/')}/{source.path}",
+            "sha256": source.sha256,
+        },
+    }
+
+
+def build_holdout_set(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """Write the held-out photos (:data:`HOLDOUT_SOURCES`) into ``out_dir`` as 8-bit RGB PNGs.
+
+    Only images go into the folder, so it can be evaluated as it is; the returned entries (one
+    per photo, as in the sample set's manifest) carry the licences and attributions. None of
+    these photos is in the sample set: figures on them are figures on photos nothing was tuned on.
+
+    Raises:
+        SampleSourceError: a source image is missing or its checksum differs from the pin.
+    """
+    out = Path(out_dir)
+    return [_write_source(source, out) for source in HOLDOUT_SOURCES]
 
 
 def _sources_markdown(entries: list[dict[str, Any]]) -> str:
