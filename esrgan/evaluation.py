@@ -22,6 +22,7 @@ Report schema (``schema_version`` 1), all metric values JSON numbers or ``null``
       "model":   {"name": "...", "mean": {m: v}, "count": {m: n}, "unavailable": {m: reason}},
       "bicubic": {same keys as "model"},
       "per_image": [{"name": "baby.png", "hr_shape": [H, W], "cropped_shape": [H', W'],
+                     "hr_sha256": "...",                # of the mod-cropped HR pixels
                      "model": {m: v}, "bicubic": {m: v},
                      "unavailable": {"model": {m: reason}, "bicubic": {m: reason}}}, ...],
       "skipped": [{"name": "notes.txt", "reason": "..."}]
@@ -31,14 +32,19 @@ Report schema (``schema_version`` 1), all metric values JSON numbers or ``null``
 without a value (``null``) has a reason in ``unavailable`` (e.g. missing LPIPS weights, an
 image smaller than NIQE's 96x96 block, or infinite PSNR because SR equals HR). With
 ``model=None`` the "model" section is the bicubic baseline itself (``name: "bicubic"``).
+
+The bicubic baseline does not depend on the model: a sweep over several generators evaluates
+it once (``model=None``) and passes that report as ``baseline``; its per-image values are then
+reused, after checking that they were computed on the same pixels with the same settings.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +140,26 @@ def _summary(name: str, per_image: list[dict[str, Any]], key: str, names: Sequen
     return {"name": name, "mean": mean, "count": count, "unavailable": unavailable}
 
 
+class BaselineMismatch(ValueError):
+    """A bicubic baseline report was not computed on these images with these settings."""
+
+
+def _pixels_digest(hr: np.ndarray) -> str:
+    return hashlib.sha256(f"{hr.shape}".encode() + np.ascontiguousarray(hr).tobytes()).hexdigest()
+
+
+def _baseline_images(baseline: Mapping[str, Any], scale: int, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The baseline's per-image entries by name, after checking its settings cover this evaluation."""
+    if baseline.get("schema_version") != SCHEMA_VERSION or baseline.get("model", {}).get("name") != "bicubic":
+        raise BaselineMismatch("the baseline is not a bicubic-only evaluation report (schema_version 1, model=None)")
+    if baseline.get("scale") != scale or baseline.get("conventions") != conventions(scale):
+        raise BaselineMismatch(f"the baseline was computed with other settings (scale {baseline.get('scale')})")
+    missing = [m for m in names if m not in baseline.get("metrics", [])]
+    if missing:
+        raise BaselineMismatch(f"the baseline lacks the metrics {missing}")
+    return {img["name"]: img for img in baseline["per_image"]}
+
+
 def evaluate_folder(
     model: nn.Module | None,
     hr_dir: str | os.PathLike[str],
@@ -143,6 +169,7 @@ def evaluate_folder(
     progress: bool = True,
     device: str = "cpu",
     model_name: str = "model",
+    baseline: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Evaluate ``model`` and the bicubic baseline on every image of a flat folder of HR images.
 
@@ -157,9 +184,15 @@ def evaluate_folder(
         progress: show a tqdm progress bar.
         device: device for the perceptual networks.
         model_name: the name recorded for the model in the report.
+        baseline: a report of ``evaluate_folder(None, ...)`` on the same folder, whose bicubic
+            values are reused instead of recomputed (the report is the same either way).
 
     Returns:
         The report described in this module's docstring.
+
+    Raises:
+        BaselineMismatch: ``baseline`` was computed with other settings or metrics, or an image
+            differs from the one it measured (or is missing from it).
     """
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
@@ -172,6 +205,7 @@ def evaluate_folder(
     if not hr_dir.is_dir():
         raise NotADirectoryError(f"{hr_dir}: not a folder")
     names = list(metrics)
+    reuse = _baseline_images(baseline, scale, names) if baseline is not None else None
 
     per_image: list[dict[str, Any]] = []
     skipped: list[dict[str, str]] = []
@@ -194,19 +228,28 @@ def evaluate_folder(
         if min(hr.shape[:2]) < scale:
             skip(path, f"smaller than the scale ({hr_full.shape[0]}x{hr_full.shape[1]} < {scale})")
             continue
+        digest = _pixels_digest(hr)
         lr = imresize(hr, 1 / scale)
-        bicubic = imresize(lr, scale)
-        sr = bicubic if model is None else upscale(model, lr, tile=tile)
-        bic_values, bic_reasons = _image_metrics(bicubic, hr, names, scale, device)
+        if reuse is not None:
+            known = reuse.get(path.name)
+            if known is None or known.get("hr_sha256") != digest:
+                why = "not measured by" if known is None else "other pixels than measured by"
+                raise BaselineMismatch(f"{path}: {why} the bicubic baseline (stale: evaluate bicubic again)")
+            bic_values = {m: known["bicubic"][m] for m in names}
+            bic_reasons = {m: r for m, r in known["unavailable"]["bicubic"].items() if m in names}
+        else:
+            bicubic = imresize(lr, scale)
+            bic_values, bic_reasons = _image_metrics(bicubic, hr, names, scale, device)
         if model is None:
             sr_values, sr_reasons = bic_values, bic_reasons
         else:
-            sr_values, sr_reasons = _image_metrics(sr, hr, names, scale, device)
+            sr_values, sr_reasons = _image_metrics(upscale(model, lr, tile=tile), hr, names, scale, device)
         per_image.append(
             {
                 "name": path.name,
                 "hr_shape": list(hr_full.shape[:2]),
                 "cropped_shape": list(hr.shape[:2]),
+                "hr_sha256": digest,
                 "model": sr_values,
                 "bicubic": bic_values,
                 "unavailable": {"model": sr_reasons, "bicubic": bic_reasons},

@@ -55,7 +55,13 @@ def _interpolate(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.steps.evaluate import evaluate_step
 
-    return _print(evaluate_step(_ctx(args), args.model, args.alpha, args.val, args.report, args.metrics))
+    return _print(evaluate_step(_ctx(args), args.model, args.alpha, args.val, args.report, args.metrics, args.baseline))
+
+
+def _evaluate_bicubic(args: argparse.Namespace) -> int:
+    from pipeline.steps.evaluate import evaluate_bicubic_step
+
+    return _print(evaluate_bicubic_step(_ctx(args), args.val, args.report))
 
 
 def _register(args: argparse.Namespace) -> int:
@@ -97,6 +103,8 @@ def add_stage_parsers(sub: argparse._SubParsersAction) -> None:
     s = _paths(st.add_parser("evaluate"), "--model")
     s.add_argument("--alpha", type=float, required=True)
     _paths(s, "--val", "--report", "--metrics").set_defaults(handler=_evaluate)
+    s.add_argument("--baseline", type=Path, help="bicubic report of 'stage evaluate_bicubic' to reuse")
+    _paths(st.add_parser("evaluate_bicubic"), "--val", "--report").set_defaults(handler=_evaluate_bicubic)
 
     s = st.add_parser("register")
     s.add_argument("--reports", type=Path, required=True, help="folder of alpha_<a>.json reports")

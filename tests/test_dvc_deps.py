@@ -20,6 +20,7 @@ STAGE_ROOTS = {
     "pretrain_psnr": "pipeline.steps.train",
     "finetune_gan": "pipeline.steps.train",
     "interpolate": "pipeline.steps.interpolate",
+    "evaluate_bicubic": "pipeline.steps.evaluate",
     "evaluate": "pipeline.steps.evaluate",
     "register": "pipeline.steps.register",
 }

@@ -12,7 +12,7 @@ import skimage.data
 import torch
 
 from esrgan.data import imresize, mod_crop
-from esrgan.evaluation import METRICS, evaluate_folder, write_report
+from esrgan.evaluation import METRICS, BaselineMismatch, evaluate_folder, write_report
 from esrgan.imageio import read_image, write_image
 from esrgan.inference import upscale
 from esrgan.metrics import clear_cache, niqe, psnr, ssim
@@ -139,7 +139,15 @@ def test_report_schema_and_json_round_trip(model: RRDBNet, hr_dir: Path, tmp_pat
     assert conventions["crop_border"] == 4
     assert "BT.601" in conventions["psnr_y"] and "65.481" in conventions["psnr_y"]
     assert "MATLAB bicubic" in conventions["lr"] and "uint8" in conventions["rounding"]
-    assert set(report["per_image"][0]) == {"name", "hr_shape", "cropped_shape", "model", "bicubic", "unavailable"}
+    assert set(report["per_image"][0]) == {
+        "name",
+        "hr_shape",
+        "cropped_shape",
+        "hr_sha256",
+        "model",
+        "bicubic",
+        "unavailable",
+    }
 
     path = write_report(report, tmp_path / "out" / "metrics.json")
     assert json.loads(path.read_text()) == report
@@ -158,6 +166,46 @@ def test_bicubic_only_and_progress_bar(hr_dir: Path, capsys: pytest.CaptureFixtu
     assert "evaluate Set3" in err
     assert "skipping notes.txt: not an image file\n" in err
     assert "skipping broken.png: " in err
+
+
+def test_a_reused_bicubic_baseline_gives_the_same_report(model: RRDBNet, hr_dir: Path) -> None:
+    direct = evaluate_folder(model, hr_dir, scale=4, metrics=FAST_METRICS, progress=False)
+    baseline = evaluate_folder(None, hr_dir, scale=4, metrics=FAST_METRICS, progress=False)
+    baseline = json.loads(json.dumps(baseline))  # as read back from its file
+    reused = evaluate_folder(model, hr_dir, scale=4, metrics=FAST_METRICS, progress=False, baseline=baseline)
+    assert reused == direct
+    subset = evaluate_folder(model, hr_dir, scale=4, metrics=("psnr_y",), progress=False, baseline=baseline)
+    assert subset["bicubic"]["mean"] == {"psnr_y": direct["bicubic"]["mean"]["psnr_y"]}
+
+
+def test_a_stale_or_foreign_baseline_is_refused(model: RRDBNet, hr_dir: Path, tmp_path: Path) -> None:
+    baseline = evaluate_folder(None, hr_dir, scale=4, metrics=("psnr_y",), progress=False)
+
+    def refused(folder: Path, base: dict, **kwargs: object) -> str:
+        with pytest.raises(BaselineMismatch) as err:
+            evaluate_folder(model, folder, progress=False, baseline=base, **{"metrics": ("psnr_y",), **kwargs})
+        assert "\n" not in str(err.value)
+        return str(err.value)
+
+    assert "lacks the metrics ['ssim_y']" in refused(hr_dir, baseline, metrics=("psnr_y", "ssim_y"))
+    at_x2 = evaluate_folder(None, hr_dir, scale=2, metrics=("psnr_y",), progress=False)
+    assert "other settings (scale 2)" in refused(hr_dir, at_x2)
+    with_model = evaluate_folder(model, hr_dir, scale=4, metrics=("psnr_y",), progress=False)
+    assert "not a bicubic-only evaluation report" in refused(hr_dir, with_model)
+
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    for p in hr_dir.glob("*.png"):
+        (changed / p.name).write_bytes(p.read_bytes())
+    img = read_image(changed / "cat.png")
+    img[10, 10] ^= 1
+    write_image(changed / "cat.png", img)
+    message = refused(changed, baseline)
+    assert message.startswith(f"{changed / 'cat.png'}: other pixels than measured by the bicubic baseline")
+    write_image(changed / "zebra.png", img)
+    (changed / "cat.png").unlink()
+    (changed / "cat.png").write_bytes((hr_dir / "cat.png").read_bytes())
+    assert refused(changed, baseline).startswith(f"{changed / 'zebra.png'}: not measured by the bicubic baseline")
 
 
 def test_tiled_upscaling_is_used(model: RRDBNet, hr_dir: Path) -> None:

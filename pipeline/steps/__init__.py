@@ -17,6 +17,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOME = {
+    "evaluate_bicubic_step": "pipeline.steps.evaluate",
     "evaluate_step": "pipeline.steps.evaluate",
     "extract_patches_step": "pipeline.steps.extract",
     "finetune_gan_step": "pipeline.steps.train",
@@ -26,7 +27,7 @@ _HOME = {
 }
 
 if TYPE_CHECKING:
-    from pipeline.steps.evaluate import evaluate_step
+    from pipeline.steps.evaluate import evaluate_bicubic_step, evaluate_step
     from pipeline.steps.extract import extract_patches_step
     from pipeline.steps.interpolate import interpolate_step
     from pipeline.steps.register import register_step
@@ -40,6 +41,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "evaluate_bicubic_step",
     "evaluate_step",
     "extract_patches_step",
     "finetune_gan_step",

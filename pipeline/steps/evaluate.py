@@ -1,52 +1,105 @@
-"""Step 5: fidelity and perceptual metrics of one generator (one alpha) on the validation split."""
+"""Step 5: fidelity and perceptual metrics of one generator (one alpha) on the validation split.
+
+Under DVC the sweep's evaluations run one after another, so the bicubic baseline (the same for
+every alpha) is evaluated once by :func:`evaluate_bicubic_step` and reused. KFP evaluates the
+alphas in parallel pods, where a shared baseline would only serialise them: there each
+evaluation computes it itself. The reports are the same either way.
+"""
 
 from __future__ import annotations
 
+import json
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import mlflow
 
-from esrgan.evaluation import METRICS, evaluate_folder, write_report
+from esrgan.evaluation import METRICS, BaselineMismatch, evaluate_folder, write_report
 from esrgan.fileio import write_json
 from esrgan.imageio import read_image
 from esrgan.models import load_generator
 from esrgan.visualize import comparison
+from pipeline.errors import StageInputError
 from pipeline.params import FIDELITY_METRICS
 from pipeline.steps.context import StepContext
 from pipeline.tracking import stage_run
 
 
+def _metrics(ctx: StepContext) -> tuple[str, ...]:
+    return METRICS if ctx.params.evaluate.perceptual else FIDELITY_METRICS
+
+
+def _first_images(val_dir: Path, max_images: int | None, tmp: str) -> Path:
+    """``val_dir``, or a folder of links to its first ``max_images`` files."""
+    if max_images is None:
+        return val_dir
+    for p in sorted(p for p in val_dir.iterdir() if p.is_file())[:max_images]:
+        (Path(tmp) / p.name).symlink_to(p.resolve())
+    return Path(tmp)
+
+
+def evaluate_bicubic_step(ctx: StepContext, val_dir: Path, report_file: Path) -> dict[str, Any]:
+    """Evaluate the bicubic baseline on the validation split, for :func:`evaluate_step` to reuse.
+
+    No MLflow run: every alpha's run logs these figures as ``bicubic_*`` beside its own.
+    """
+    params = ctx.params.evaluate
+    with tempfile.TemporaryDirectory() as tmp:
+        hr_dir = _first_images(val_dir, params.max_images, tmp)
+        report = evaluate_folder(None, hr_dir, scale=ctx.params.model.scale, tile=params.tile, metrics=_metrics(ctx))
+    report["hr_dir"], report["max_images"] = str(val_dir), params.max_images
+    write_report(report, report_file)
+    return report["model"]["mean"]
+
+
+def _load_baseline(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise StageInputError(f"{path}: not a readable bicubic baseline report ({exc})") from None
+
+
 def evaluate_step(
-    ctx: StepContext, model_path: Path, alpha: float, val_dir: Path, report_file: Path, metrics_file: Path
+    ctx: StepContext,
+    model_path: Path,
+    alpha: float,
+    val_dir: Path,
+    report_file: Path,
+    metrics_file: Path,
+    baseline_file: Path | None = None,
 ) -> dict[str, Any]:
     """Evaluate one interpolated generator and log a child run for this alpha.
 
     Writes the full report (per image, conventions, reasons for null metrics) to
     ``report_file`` and the mean metrics of the model and of bicubic to ``metrics_file``
-    (what ``dvc metrics show`` lists).
+    (what ``dvc metrics show`` lists). ``baseline_file``: the report of
+    :func:`evaluate_bicubic_step` on the same split, reused instead of recomputing bicubic.
     """
     params = ctx.params.evaluate
     scale = ctx.params.model.scale
-    metrics = METRICS if params.perceptual else FIDELITY_METRICS
+    baseline = _load_baseline(baseline_file) if baseline_file is not None else None
     model = load_generator(model_path)
-    images = sorted(p for p in val_dir.iterdir() if p.is_file())
-    hr_dir = val_dir
     with tempfile.TemporaryDirectory() as tmp:
-        if params.max_images is not None:
-            hr_dir = Path(tmp)
-            for p in images[: params.max_images]:
-                (hr_dir / p.name).symlink_to(p.resolve())
+        hr_dir = _first_images(val_dir, params.max_images, tmp)
         with stage_run(
             ctx.tracking,
             "evaluate",
             {"alpha": alpha, **ctx.params.section("evaluate")},
             run_name=f"evaluate alpha={alpha:g}",
         ):
-            report = evaluate_folder(
-                model, hr_dir, scale=scale, tile=params.tile, metrics=metrics, model_name=f"alpha={alpha:g}"
-            )
+            try:
+                report = evaluate_folder(
+                    model,
+                    hr_dir,
+                    scale=scale,
+                    tile=params.tile,
+                    metrics=_metrics(ctx),
+                    model_name=f"alpha={alpha:g}",
+                    baseline=baseline,
+                )
+            except BaselineMismatch as exc:
+                raise StageInputError(f"{baseline_file}: {exc}") from None
             report["alpha"] = alpha
             # Not the temporary folder of symlinks: equal results must give equal report bytes.
             report["hr_dir"], report["max_images"] = str(val_dir), params.max_images
