@@ -9,12 +9,18 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ParamsError
-from pipeline.steps.context import StepContext
+
+if TYPE_CHECKING:
+    from pipeline.steps.context import StepContext
 
 
 def _ctx(args: argparse.Namespace) -> StepContext:
+    # Imported here: it loads MLflow (seconds), which the interpolate stages never use.
+    from pipeline.steps.context import StepContext
+
     return StepContext.load(Path.cwd(), args.params)
 
 
