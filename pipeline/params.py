@@ -38,6 +38,10 @@ METRIC_DIRECTION: dict[str, Literal["min", "max"]] = {
 }
 #: Metrics ``evaluate`` computes with ``perceptual: false``.
 FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error")
+#: Every metric an evaluation report can hold (esrgan.evaluation.METRICS, spelled out for the schema).
+MetricName = Literal[
+    "psnr_y", "ssim_y", "psnr_rgb", "chroma_error", "niqe", "lpips_alex", "lpips_vgg", "stlpips_alex", "stlpips_vgg"
+]
 
 
 class _Strict(BaseModel):
@@ -80,6 +84,9 @@ class EvaluateParams(_Strict):
 
     tile: int = Field(0, ge=0, description="LR tile edge for upscaling (0: whole image)")
     perceptual: bool = Field(True, description="compute NIQE and LPIPS variants (slower)")
+    skip_metrics: list[MetricName] = Field(
+        default_factory=list, description="metrics not to compute (not psnr_y, nor the selection metric)"
+    )
     max_images: int | None = Field(None, ge=1, description="evaluate only the first N validation images")
 
 
@@ -204,6 +211,12 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
     elif alpha is not None:
         problems.append(f"register.selection.alpha ({alpha}) is set but only rule 'fixed' uses it; set it to null")
     metric = selection.get("metric", "niqe")
+    skipped = _get(data, "evaluate.skip_metrics", [])
+    for name in ("psnr_y", metric) if isinstance(skipped, list) else ():
+        if name in skipped:
+            why = "the selection rule's margin is in PSNR-Y" if name == "psnr_y" else "it is register.selection.metric"
+            problems.append(f"evaluate.skip_metrics lists {name}, which every evaluation needs: {why}")
+            break
     if (
         _get(data, "evaluate.perceptual", True) is False
         and metric in METRIC_DIRECTION

@@ -76,6 +76,15 @@ def test_every_model_of_the_schema_rejects_unknown_keys() -> None:
         ({"interpolate__alphas": [0.0, 0.5, 0.5, 1.0]}, "params.yaml: interpolate.alphas: alphas must be increasing"),
         ({"trianing": {"lr": 1}}, "params.yaml: trianing: unknown key"),
         ({"evaluate__tiel": 3}, "params.yaml: evaluate.tiel: unknown key"),
+        ({"evaluate__skip_metrics": ["psnr"]}, "params.yaml: evaluate.skip_metrics.0: Input should be 'psnr_y'"),
+        (
+            {"evaluate__skip_metrics": ["niqe", "psnr_y"]},
+            "params.yaml: evaluate.skip_metrics lists psnr_y, which every evaluation needs",
+        ),
+        (
+            {"evaluate__skip_metrics": ["stlpips_alex"]},
+            "params.yaml: evaluate.skip_metrics lists stlpips_alex, which every evaluation needs: it is register.sel",
+        ),
     ],
 )
 def test_each_contradiction_is_one_line(changes: dict[str, Any], expected: str) -> None:
@@ -122,7 +131,7 @@ def test_selection_follows_the_metric_direction() -> None:
         {"alpha": 1.0, "psnr_y": 29.2, "niqe": 4.0},
         {"alpha": None, "psnr_y": 28.0, "niqe": 7.0},
     ]
-    rule = PipelineParams.model_validate(base()).registration.selection
+    rule = PipelineParams.model_validate(base()).registration.selection.model_copy(update={"psnr_margin_db": 1.0})
     assert select_alpha(rows, rule.model_copy(update={"metric": "niqe"}))["alpha"] == 1.0
     # Higher PSNR is better: the old rule took the minimum, i.e. the *worst* alpha within the margin.
     assert select_alpha(rows, rule.model_copy(update={"metric": "psnr_y"}))["alpha"] == 0.0

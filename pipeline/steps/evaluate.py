@@ -27,7 +27,8 @@ from pipeline.tracking import stage_run
 
 
 def _metrics(ctx: StepContext) -> tuple[str, ...]:
-    return METRICS if ctx.params.evaluate.perceptual else FIDELITY_METRICS
+    params = ctx.params.evaluate
+    return tuple(m for m in (METRICS if params.perceptual else FIDELITY_METRICS) if m not in params.skip_metrics)
 
 
 def _first_images(val_dir: Path, max_images: int | None, tmp: str) -> Path:

@@ -84,6 +84,10 @@ def test_metrics_files_and_perception_distortion_plot(project: Path) -> None:
     assert summary["bicubic"]["psnr_y"] > 20  # the real bicubic baseline on a real photo
     for row in summary["alphas"]:
         assert row["niqe"] is not None and row["lpips_alex"] is None  # no ImageNet trunk offline
+        assert row["stlpips_alex"] is not None and "stlpips_vgg" not in row  # evaluate.skip_metrics
+    baseline = json.loads((project / "outputs/baseline/bicubic.json").read_text())
+    report = json.loads((project / "outputs/evaluation/alpha_0.5.json").read_text())
+    assert report["bicubic"] == baseline["bicubic"] and "stlpips_vgg" not in report["metrics"]
     shown = run(["dvc", "metrics", "show", "--json"], project)
     assert shown.returncode == 0
     assert "outputs/metrics/evaluate_alpha_0.5.json" in shown.stdout
