@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from esrgan.losses import PerceptualLoss
+from esrgan.losses import PerceptualLoss, chroma_loss
 from esrgan.models import RRDBNet, VGGDiscriminator, alpha_filename, interpolate_sweep, load_generator, save_generator
 from esrgan.training import (
     ConfigError,
@@ -209,6 +209,20 @@ def test_generator_step_updates_g_only_and_discriminator_step_d_only() -> None:
     assert _changed(d, d0), "D must change in the D step"
     assert all(torch.equal(v, g1[k]) for k, v in g.named_parameters()), "G must not change in the D step"
     assert {"loss_d_real", "loss_d_fake", "d_real_logit", "d_fake_logit"} <= set(metrics)
+
+
+def test_generator_step_adds_the_weighted_chroma_term() -> None:
+    torch.manual_seed(0)
+    g = RRDBNet(num_feat=8, num_block=1, num_grow=4)
+    d = VGGDiscriminator(128, num_feat=4)
+    percep = PerceptualLoss(layers={"conv1_2": 1.0}, backbone="random")
+    opt = torch.optim.SGD(g.parameters(), lr=0.0)  # lr 0: the losses of one state, twice
+    lr, hr = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 128, 128)
+    sr, plain = generator_step(g, d, percep, lr, hr, opt, LossWeights())
+    _, extra = generator_step(g, d, percep, lr, hr, opt, LossWeights(chroma=2.0))
+    assert "loss_chroma" not in plain
+    assert extra["loss_chroma"].item() == pytest.approx(chroma_loss(sr, hr).item(), rel=1e-5)
+    assert extra["loss_g"].item() == pytest.approx((plain["loss_g"] + 2.0 * extra["loss_chroma"]).item(), rel=1e-5)
 
 
 # ---- interpolation ------------------------------------------------------------------------------
