@@ -47,6 +47,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params = tiny_params()
     params["evaluate"]["max_images"] = None  # the champion is re-evaluated on both validation images
     params["register"]["selection"]["metric"] = "niqe"  # the crafted reports below carry NIQE
+    params["register"]["selection"]["psnr_margin_db"] = 1.0  # the crafted reports below are built around 1 dB
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     set_data(root, "aaaa1111.dir", seed=0)
     return root
