@@ -40,7 +40,6 @@ reused, after checking that they were computed on the same pixels with the same 
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import sys
@@ -54,6 +53,7 @@ from tqdm import tqdm
 
 from esrgan.data.convert import mod_crop, to_rgb8
 from esrgan.data.imresize import imresize
+from esrgan.data.layout import pixels_sha256
 from esrgan.fileio import write_json
 from esrgan.imageio import ImageReadError, is_image_path, read_image
 from esrgan.inference import upscale
@@ -144,10 +144,6 @@ class BaselineMismatch(ValueError):
     """A bicubic baseline report was not computed on these images with these settings."""
 
 
-def _pixels_digest(hr: np.ndarray) -> str:
-    return hashlib.sha256(f"{hr.shape}".encode() + np.ascontiguousarray(hr).tobytes()).hexdigest()
-
-
 def _baseline_images(baseline: Mapping[str, Any], scale: int, names: Sequence[str]) -> dict[str, dict[str, Any]]:
     """The baseline's per-image entries by name, after checking its settings cover this evaluation."""
     if baseline.get("schema_version") != SCHEMA_VERSION or baseline.get("model", {}).get("name") != "bicubic":
@@ -228,7 +224,7 @@ def evaluate_folder(
         if min(hr.shape[:2]) < scale:
             skip(path, f"smaller than the scale ({hr_full.shape[0]}x{hr_full.shape[1]} < {scale})")
             continue
-        digest = _pixels_digest(hr)
+        digest = pixels_sha256(hr)
         lr = imresize(hr, 1 / scale)
         if reuse is not None:
             known = reuse.get(path.name)

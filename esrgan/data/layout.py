@@ -21,6 +21,8 @@ import hashlib
 import os
 from pathlib import Path
 
+import numpy as np
+
 from esrgan.imageio import is_image_path
 
 TRAIN_DIR = "train"
@@ -44,3 +46,9 @@ def sha256_file(path: str | os.PathLike[str]) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def pixels_sha256(pixels: np.ndarray) -> str:
+    """Hex SHA-256 of an array's shape and bytes: the same for equal pixels in any file format or
+    zlib build (a PNG's bytes are not)."""
+    return hashlib.sha256(f"{pixels.shape}".encode() + np.ascontiguousarray(pixels).tobytes()).hexdigest()

@@ -29,7 +29,15 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from esrgan.data.layout import MANIFEST_FILE, SPLITS_FILE, TRAIN_DIR, VAL_DIR, list_images, sha256_file
+from esrgan.data.layout import (
+    MANIFEST_FILE,
+    SPLITS_FILE,
+    TRAIN_DIR,
+    VAL_DIR,
+    list_images,
+    pixels_sha256,
+    sha256_file,
+)
 from esrgan.errors import EsrganError
 from esrgan.fileio import atomic_write, write_bytes, write_json
 from esrgan.imageio import IMAGE_SUFFIXES
@@ -248,11 +256,6 @@ def encode_png(rgb: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def _pixels_sha256(rgb: np.ndarray) -> str:
-    # Independent of the zlib build, unlike the PNG bytes: what must not change is the pixels.
-    return hashlib.sha256(f"{rgb.shape}".encode() + np.ascontiguousarray(rgb).tobytes()).hexdigest()
-
-
 def build_sample_dataset(out_dir: str | os.PathLike[str]) -> dict[str, Any]:
     """Write the sample HR set (6 train, 2 val images) into ``out_dir``; returns the manifest.
 
@@ -284,7 +287,7 @@ def _write_source(source: SampleSource, folder: Path) -> dict[str, Any]:
         "width": int(rgb.shape[1]),
         "height": int(rgb.shape[0]),
         "sha256": hashlib.sha256(data).hexdigest(),
-        "pixels_sha256": _pixels_sha256(rgb),
+        "pixels_sha256": pixels_sha256(rgb),
         "licence": source.licence,
         "attribution": source.attribution,
         "source": {

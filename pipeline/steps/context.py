@@ -25,6 +25,16 @@ class StepContext:
         params = load_params(path)
         return cls(root=root, params=params, tracking=configure(root, params.tracking.experiment, path))
 
+    def evaluation_images(self, val_dir: Path, tmp: str | Path) -> Path:
+        """``val_dir``, or (``evaluate.max_images`` set) a folder in ``tmp`` of links to its first
+        images: what every evaluation of this run, the champion's included, measures."""
+        limit = self.params.evaluate.max_images
+        if limit is None:
+            return val_dir
+        for p in sorted(p for p in val_dir.iterdir() if p.is_file())[:limit]:
+            (Path(tmp) / p.name).symlink_to(p.resolve())
+        return Path(tmp)
+
     @classmethod
     def from_params(cls, root: str | Path, params: PipelineParams) -> StepContext:
         """For callers that already hold parameters (KFP components)."""

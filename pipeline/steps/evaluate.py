@@ -31,15 +31,6 @@ def _metrics(ctx: StepContext) -> tuple[str, ...]:
     return tuple(m for m in (METRICS if params.perceptual else FIDELITY_METRICS) if m not in params.skip_metrics)
 
 
-def _first_images(val_dir: Path, max_images: int | None, tmp: str) -> Path:
-    """``val_dir``, or a folder of links to its first ``max_images`` files."""
-    if max_images is None:
-        return val_dir
-    for p in sorted(p for p in val_dir.iterdir() if p.is_file())[:max_images]:
-        (Path(tmp) / p.name).symlink_to(p.resolve())
-    return Path(tmp)
-
-
 def evaluate_bicubic_step(ctx: StepContext, val_dir: Path, report_file: Path) -> dict[str, Any]:
     """Evaluate the bicubic baseline on the validation split, for :func:`evaluate_step` to reuse.
 
@@ -47,7 +38,7 @@ def evaluate_bicubic_step(ctx: StepContext, val_dir: Path, report_file: Path) ->
     """
     params = ctx.params.evaluate
     with tempfile.TemporaryDirectory() as tmp:
-        hr_dir = _first_images(val_dir, params.max_images, tmp)
+        hr_dir = ctx.evaluation_images(val_dir, tmp)
         report = evaluate_folder(None, hr_dir, scale=ctx.params.model.scale, tile=params.tile, metrics=_metrics(ctx))
     report["hr_dir"], report["max_images"] = str(val_dir), params.max_images
     write_report(report, report_file)
@@ -82,7 +73,7 @@ def evaluate_step(
     baseline = _load_baseline(baseline_file) if baseline_file is not None else None
     model = load_generator(model_path)
     with tempfile.TemporaryDirectory() as tmp:
-        hr_dir = _first_images(val_dir, params.max_images, tmp)
+        hr_dir = ctx.evaluation_images(val_dir, tmp)
         with stage_run(
             ctx.tracking,
             "evaluate",

@@ -157,16 +157,10 @@ def measure_champion(ctx: StepContext, model_uri: str, val_dir: Path, metrics: S
     from pipeline.registry import load_registered_generator
 
     model = load_registered_generator(model_uri)
-    images = sorted(p for p in val_dir.iterdir() if p.is_file())
     with tempfile.TemporaryDirectory() as tmp:
-        hr_dir = val_dir
-        if ctx.params.evaluate.max_images is not None:
-            hr_dir = Path(tmp)
-            for img in images[: ctx.params.evaluate.max_images]:
-                (hr_dir / img.name).symlink_to(img.resolve())
         report = evaluate_folder(
             model,
-            hr_dir,
+            ctx.evaluation_images(val_dir, tmp),
             scale=ctx.params.model.scale,
             tile=ctx.params.evaluate.tile,
             metrics=tuple(metrics),
