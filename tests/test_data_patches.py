@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from esrgan.data import ExtractConfig, crop_positions, extract_patches, extract_validation, imresize, mod_crop
 from esrgan.imageio import read_image
+from esrgan.owned_folders import MARKER, NotOwnedError
 
 
 def _random_rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -62,7 +63,7 @@ def test_positions_counts_names_and_exact_lr(tmp_path: Path) -> None:
     assert summary["images"] == 1 and summary["patches"] == 15
     assert summary["skipped"] == {} and summary["converted"] == {}
     assert json.loads((tmp_path / "out" / "summary.json").read_text()) == summary
-    assert not [p for p in (tmp_path / "out").rglob(".*")]  # atomic writes leave no temporary files
+    assert not [p for p in (tmp_path / "out").rglob(".*") if p.name != MARKER]  # atomic writes leave no temporary files
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_bad_inputs_have_one_line_messages_and_counts(
     assert grey.shape == (32, 32, 3) and np.all(grey[..., 0] == grey[..., 2])
     deep = np.round(np.arange(64 * 64 * 3).reshape(64, 64, 3) * 7 % 65536 / 257.0).astype(np.uint8)
     np.testing.assert_array_equal(read_image(patches / "deep_s001.png"), deep[:32, :32])
-    assert not [p for p in (tmp_path / "out").rglob(".*")]
+    assert not [p for p in (tmp_path / "out").rglob(".*") if p.name != MARKER]
 
 
 def test_images_smaller_than_the_crop_become_one_patch_per_side(tmp_path: Path) -> None:
@@ -152,6 +153,23 @@ def test_parallel_output_equals_serial_and_overwrite_policy(tmp_path: Path) -> N
 
 def _sigterm_is_default() -> bool:
     return signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+
+
+def test_overwrite_clears_only_a_folder_esrgan_made(tmp_path: Path) -> None:
+    """A folder of someone else's PNGs is refused whole; one esrgan made (marker, or an older
+    one's summary.json) is cleared of its own outputs."""
+    _save(tmp_path / "in" / "photo.png", _random_rgb(100, 100))
+    theirs = tmp_path / "theirs"
+    _save(theirs / "hr" / "holiday.png", _random_rgb(10, 10))
+    with pytest.raises(NotOwnedError, match="theirs: holds files esrgan did not write"):
+        extract_patches(tmp_path / "in", theirs, crop_size=64, step=32, min_size=32, workers=1, overwrite=True)
+    assert [p.name for p in (theirs / "hr").iterdir()] == ["holiday.png"]
+    older = tmp_path / "older"
+    _save(older / "hr" / "stale_s001.png", _random_rgb(64, 64))
+    (older / "summary.json").write_text("{}")
+    extract_patches(tmp_path / "in", older, crop_size=64, step=32, min_size=32, workers=1, overwrite=True)
+    assert "stale_s001.png" not in {p.name for p in (older / "hr").iterdir()}
+    assert (older / MARKER).is_file()
 
 
 def test_pool_workers_do_not_inherit_the_callers_sigterm_handler() -> None:

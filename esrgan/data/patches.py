@@ -36,6 +36,7 @@ from esrgan.data.convert import mod_crop, to_rgb8
 from esrgan.data.imresize import imresize
 from esrgan.fileio import write_json
 from esrgan.imageio import ImageReadError, is_image_path, read_image, write_image
+from esrgan.owned_folders import NotOwnedError, claim
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,14 @@ def _run(hr_dir: Path, out_dir: Path, cfg: ExtractConfig, whole: bool, overwrite
     existing = [p for sub in (HR_DIR, LR_DIR) if (out_dir / sub).is_dir() for p in (out_dir / sub).glob("*.png")]
     if existing and not overwrite:
         raise FileExistsError(f"{out_dir}: already holds {len(existing)} extracted images; pass overwrite=True")
-    for stale in existing:  # only our own outputs, never the source
+    # Only a folder esrgan made is cleared (an older one is known by its summary.json): a folder of
+    # someone else's PNGs is refused before anything is deleted.
+    try:
+        claim(out_dir, "output folder for extracted patches", legacy_markers=("summary.json",))
+    except NotOwnedError:
+        if existing:
+            raise
+    for stale in existing:
         stale.unlink()
 
     files = sorted(p for p in hr_dir.iterdir() if p.is_file() and not p.name.startswith("."))

@@ -29,47 +29,91 @@ def _finish(result: TrainResult, model_out: Path, metrics_file: Path) -> dict[st
     return metrics
 
 
+#: Written into every run folder; before the ownership marker, its presence proved the folder ours.
+FINGERPRINT_FILE = "fingerprint.json"
+
+
 def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> bool:
     """Keep ``run_dir``'s checkpoints only if they come from this exact configuration and input.
 
     DVC re-runs a stage when its params or inputs changed; checkpoints of the previous
     configuration must then not be resumed. A run killed mid-way (same fingerprint) resumes.
-    Call it only after :func:`check_training_inputs` passed: it deletes ``run_dir``. Returns
-    whether previous checkpoints were discarded.
+    Only a folder esrgan created is emptied (:mod:`esrgan.owned_folders`): a folder holding
+    someone else's files is refused, untouched. Call it only after :func:`check_training_inputs`
+    passed. Returns whether previous checkpoints were discarded.
+
+    Raises:
+        NotOwnedError: ``run_dir`` holds files esrgan did not write; nothing was deleted.
     """
     import hashlib
     import json
 
     from esrgan.fileio import write_json
+    from esrgan.owned_folders import claim, reset
 
     # Plain JSON first: what is hashed is exactly what the marker records, and writing the marker
-    # cannot fail on a value's type after the folder is gone.
+    # cannot fail on a value's type after the folder is emptied.
     inputs = json.loads(json.dumps(fingerprint, sort_keys=True, default=str))
     digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode()).hexdigest()
-    marker = run_dir / "fingerprint.json"
-    discarded = False
-    if run_dir.exists():
-        try:
-            previous = json.loads(marker.read_text())["sha256"]
-        except (OSError, ValueError, KeyError, TypeError):
-            previous = None
-        if previous != digest:
-            shutil.rmtree(run_dir)
-            discarded = True
+    marker = run_dir / FINGERPRINT_FILE
+    try:
+        previous = json.loads(marker.read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        previous = None
+    purpose = "run folder (--run-dir)"
+    if previous == digest:
+        claim(run_dir, purpose, legacy_markers=(FINGERPRINT_FILE,))
+        discarded = False
+    else:
+        discarded = run_dir.is_dir() and any(p.name != ".esrgan-owned" for p in run_dir.iterdir())
+        reset(run_dir, purpose, legacy_markers=(FINGERPRINT_FILE,))
     write_json(marker, {"sha256": digest, "inputs": inputs})
     return discarded
 
 
-def check_training_inputs(ctx: StepContext, patches_dir: Path, init: Path | None) -> None:
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+def check_run_folder(run_dir: Path, inputs: dict[str, Path | None], outputs: dict[str, Path]) -> list[str]:
+    """Problems with ``run_dir`` that would make emptying it destroy an input or an output."""
+    problems = []
+    for what, path in inputs.items():
+        if path is not None and (_inside(path, run_dir) or _inside(run_dir, path)):
+            problems.append(f"{run_dir}: the run folder overlaps the {what} {path}; give a folder of its own")
+    for what, path in outputs.items():
+        if _inside(run_dir, path):
+            problems.append(f"{run_dir}: the run folder lies inside the {what} {path}")
+    return problems
+
+
+def check_training_inputs(
+    ctx: StepContext,
+    patches_dir: Path,
+    init: Path | None,
+    run_dir: Path | None = None,
+    outputs: dict[str, Path] | None = None,
+    stage: Literal["psnr", "gan"] = "psnr",
+) -> None:
     """Refuse inputs that cannot train this configuration, before anything is written or deleted.
 
+    Everything that can fail at the start of training is checked here, so that a refused run
+    leaves the previous run folder as it was: the device, the patches, the initial generator, the
+    GAN stage's perceptual backbone, and a run folder that overlaps an input or an output.
+
     Raises:
-        StageInputError: missing patch folders, patches cut for another scale, or an initial
-            generator whose architecture differs from ``model``; every problem, one line each.
+        StageInputError: every problem, one line each.
     """
     import json
 
+    from esrgan.devices import DeviceError, resolve_device
+
     problems = []
+    try:
+        resolve_device(ctx.params.runtime.device)
+    except DeviceError as exc:
+        problems.append(f"runtime.device: {exc}")
     for sub in ("train/hr", "train/lr", "val/hr", "val/lr"):
         folder = patches_dir / sub
         if not folder.is_dir() or not any(folder.iterdir()):
@@ -98,6 +142,18 @@ def check_training_inputs(ctx: StepContext, patches_dir: Path, init: Path | None
                     + ", ".join(f"{k} {have} in the file, {want} in params" for k, (have, want) in diff.items())
                     + ")"
                 )
+    if run_dir is not None:
+        problems += check_run_folder(run_dir, {"patches folder": patches_dir, "initial generator": init}, outputs or {})
+    if stage == "gan":
+        from esrgan.feature_extractor import BackboneUnavailableError, build_feature_extractor
+
+        perceptual = ctx.params.finetune_gan.perceptual
+        try:
+            build_feature_extractor(
+                perceptual.backbone, list(perceptual.layers or []) or None, perceptual.allow_download
+            )
+        except (BackboneUnavailableError, ValueError) as exc:
+            problems.append(f"finetune_gan.perceptual: {str(exc).splitlines()[0]}")
     if problems:
         raise StageInputError(problems)
 
@@ -138,7 +194,8 @@ def _train_stage(
 ) -> dict[str, Any]:
     """Both stages: check the inputs, start fresh or resume, train in the stage's MLflow run."""
     section = STAGE_SECTIONS[stage]
-    check_training_inputs(ctx, patches_dir, init)
+    outputs = {"model output": model_out, "metrics file": metrics_file}
+    check_training_inputs(ctx, patches_dir, init, run_dir, outputs, stage)
     _fresh_or_resumable(run_dir, _input_fingerprint(ctx, section, patches_dir, init))
     train_dir, val_dir = patches_dir / "train", patches_dir / "val"
     with stage_run(ctx.tracking, section, _sections(ctx, section)):
