@@ -16,11 +16,11 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esrgan.data.config import ExtractConfig
 from esrgan.training.config import TrainConfig
+from esrgan.yaml_file import YamlFileError, read_yaml
 from pipeline.errors import ParamsError
 
 __all__ = ["METRIC_DIRECTION", "ParamsError", "PipelineParams", "cross_field_problems", "load_params", "parse_params"]
@@ -45,19 +45,19 @@ MetricName = Literal[
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataParams(_Strict):
     """The HR dataset: ``<path>/train`` and ``<path>/val`` (tracked by ``data.dvc``)."""
 
-    path: str = "data"
+    path: str = Field("data", min_length=1, max_length=4096)
 
 
 class InterpolateParams(_Strict):
     """Network interpolation sweep; 0 (PSNR model) and 1 (GAN model) are always evaluated."""
 
-    alphas: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    alphas: list[float] = Field(default_factory=lambda: [0.0, 0.2, 0.4, 0.6, 0.8, 1.0], max_length=101)
 
     @field_validator("alphas", mode="before")
     @classmethod
@@ -82,12 +82,12 @@ class InterpolateParams(_Strict):
 class EvaluateParams(_Strict):
     """Evaluation on the validation split (LR by MATLAB bicubic from the mod-cropped HR)."""
 
-    tile: int = Field(0, ge=0, description="LR tile edge for upscaling (0: whole image)")
+    tile: int = Field(0, ge=0, le=8192, description="LR tile edge for upscaling (0: whole image)")
     perceptual: bool = Field(True, description="compute NIQE and LPIPS variants (slower)")
     skip_metrics: list[MetricName] = Field(
         default_factory=list, description="metrics not to compute (not psnr_y, nor the selection metric)"
     )
-    max_images: int | None = Field(None, ge=1, description="evaluate only the first N validation images")
+    max_images: int | None = Field(None, ge=1, le=10**9, description="evaluate only the first N validation images")
 
 
 class SelectionParams(_Strict):
@@ -105,18 +105,29 @@ class SelectionParams(_Strict):
     ] = Field(
         "niqe", description="evaluation-report metric that ranks the eligible alphas (direction: METRIC_DIRECTION)"
     )
-    psnr_margin_db: float = Field(1.0, ge=0)
+    psnr_margin_db: float = Field(1.0, ge=0, le=100)
     alpha: float | None = Field(None, ge=0, le=1)
 
 
 class RegisterParams(_Strict):
     """Registration of the selected generator in the MLflow model registry."""
 
-    model_name: str = "esrgan-x4"
-    alias: str = "champion"
+    model_name: str = Field("esrgan-x4", min_length=1, max_length=256, pattern=r"^[^/:@\s][^/:@]*$")
+    # MLflow reserves "latest" and version-like aliases ("v3"); keep to a plain identifier.
+    alias: str = Field("champion", pattern=r"^[A-Za-z_][A-Za-z0-9_-]{0,254}$")
     selection: SelectionParams = Field(default_factory=SelectionParams)
-    max_input_pixels: int = Field(1_000_000, ge=1, description="largest request image the served model accepts")
-    serve_tile: int = Field(256, ge=0, description="tile edge the served model uses")
+    max_input_pixels: int = Field(
+        1_000_000, ge=1, le=2**31, description="largest request image the served model accepts"
+    )
+    serve_tile: int = Field(256, ge=0, le=8192, description="tile edge the served model uses")
+
+    @field_validator("alias")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v.lower() == "latest" or (v[:1] in "vV" and v[1:].isdigit()):
+            raise ValueError(f"{v!r} is reserved by MLflow (latest, v<number>); choose another alias")
+        return v
+
     force_promote: bool = Field(
         False, description="make this run's version the champion even when it does not beat the current one"
     )
@@ -125,14 +136,14 @@ class RegisterParams(_Strict):
 class TrackingParams(_Strict):
     """MLflow experiment; the server comes from ``MLFLOW_TRACKING_URI`` (default: ./mlflow.db)."""
 
-    experiment: str = "esrgan"
+    experiment: str = Field("esrgan", min_length=1, max_length=500)
 
 
 class PipelineParams(TrainConfig):
     """The whole of a profile (``params.yaml``): the training sections (:class:`TrainConfig`,
     declared there once) and the pipeline's own."""
 
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True, allow_inf_nan=False)
 
     data: DataParams = Field(default_factory=DataParams)
     extract_patches: ExtractConfig = Field(default_factory=ExtractConfig)
@@ -151,14 +162,22 @@ class PipelineParams(TrainConfig):
         return getattr(self, "registration" if name == "register" else name).model_dump(mode="json")
 
 
+def _show(value: Any, limit: int = 60) -> str:
+    """A value from the user's file, as one short line (keys and values may hold any character)."""
+    text = str(value)
+    if not text.isprintable():
+        text = repr(text)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _loc(loc: tuple[Any, ...]) -> str:
-    return ".".join("register" if part == "registration" else str(part) for part in loc) or "(top level)"
+    return ".".join("register" if part == "registration" else _show(part) for part in loc) or "(top level)"
 
 
 def _field_problems(exc: ValidationError) -> list[str]:
     out = []
     for e in exc.errors():
-        msg = e["msg"].removeprefix("Value error, ")
+        msg = _show(e["msg"].removeprefix("Value error, "), limit=300)
         if e["type"] == "extra_forbidden":
             msg = "unknown key (not a parameter here; check the spelling)"
         out.append(f"{_loc(e['loc'])}: {msg}")
@@ -187,7 +206,7 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
     extract_scale = _get(data, "extract_patches.scale", defaults["extract_patches.scale"])
     if model_scale != extract_scale:
         problems.append(
-            f"extract_patches.scale ({extract_scale}) differs from model.scale ({model_scale}): "
+            f"extract_patches.scale ({_show(extract_scale)}) differs from model.scale ({_show(model_scale)}): "
             "the patches must be cut for the scale the generator is trained for"
         )
     alphas = _get(data, "interpolate.alphas", InterpolateParams().alphas)
@@ -205,12 +224,15 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
             and not any(n is not None and abs(n - float(alpha)) < 1e-9 for n in numbers)
         ):
             problems.append(
-                f"register.selection.alpha ({alpha}) is not among interpolate.alphas {alphas}: "
+                f"register.selection.alpha ({_show(alpha)}) is not among interpolate.alphas {_show(alphas)}: "
                 "a fixed champion must be one of the swept alphas"
             )
     elif alpha is not None:
-        problems.append(f"register.selection.alpha ({alpha}) is set but only rule 'fixed' uses it; set it to null")
+        problems.append(
+            f"register.selection.alpha ({_show(alpha)}) is set but only rule 'fixed' uses it; set it to null"
+        )
     metric = selection.get("metric", "niqe")
+    metric = metric if isinstance(metric, str) else None  # a wrong type is the field check's to report
     skipped = _get(data, "evaluate.skip_metrics", [])
     for name in ("psnr_y", metric) if isinstance(skipped, list) else ():
         if name in skipped:
@@ -250,9 +272,7 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> PipelineParams:
     """Read and validate ``params.yaml`` (see :func:`parse_params`)."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ParamsError(f"{path}: no such file") from None
-    except (OSError, yaml.YAMLError) as exc:
-        raise ParamsError(f"{path}: cannot read YAML ({str(exc).splitlines()[0]})") from None
+        data = read_yaml(path)
+    except (FileNotFoundError, YamlFileError) as exc:
+        raise ParamsError(str(exc)) from None
     return parse_params(data, str(path))

@@ -15,23 +15,27 @@ class ExtractConfig(BaseModel):
     ``thresh_size`` pixels would otherwise be left over.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     scale: Literal[1, 2, 3, 4, 8] = Field(4, description="Super-resolution factor; LR = imresize(HR, 1/scale).")
-    crop_size: int = Field(480, gt=0, description="HR sub-image side in pixels; a multiple of scale.")
-    step: int = Field(240, gt=0, description="Stride between sub-images in HR pixels.")
+    crop_size: int = Field(480, gt=0, le=8192, description="HR sub-image side in pixels; a multiple of scale.")
+    step: int = Field(240, gt=0, le=8192, description="Stride between sub-images in HR pixels.")
     thresh_size: int = Field(
-        0, ge=0, description="Add a border-flush sub-image when more than this many pixels remain."
+        0, ge=0, le=8192, description="Add a border-flush sub-image when more than this many pixels remain."
     )
     min_size: int = Field(
         128,
         gt=0,
+        le=8192,
         description="A side shorter than crop_size gets one sub-image covering it if both sides (after mod-crop) reach "
         "min(min_size, crop_size); smaller images are skipped. Keep it at least the training patch size.",
     )
-    workers: int = Field(2, ge=1, description="Processes decoding, resizing and encoding in parallel.")
+    workers: int = Field(2, ge=1, le=256, description="Processes decoding, resizing and encoding in parallel.")
     patch_limit: int | None = Field(
-        None, gt=0, description="At most this many sub-images per image (tiny test configurations); None for all."
+        None,
+        gt=0,
+        le=10**9,
+        description="At most this many sub-images per image (tiny test configurations); None for all.",
     )
 
     @model_validator(mode="after")

@@ -16,7 +16,6 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from esrgan.errors import EsrganError
@@ -26,25 +25,34 @@ class ConfigError(EsrganError, ValueError):
     """An invalid training configuration; the message lists every problem, one per line."""
 
 
+#: Upper bounds that no real configuration reaches: a value past them is a typo (``1e32``) that
+#: would pass the type check and then crash training, after the run folder was reset.
+MAX_WIDTH = 1024
+MAX_COUNT = 10**9
+#: Seeds must fit NumPy's and the DataLoader workers' 32-bit seeding.
+MAX_SEED = 2**32 - 1
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # NaN and infinity are never a setting: reject them instead of training on them.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 class GeneratorConfig(_Strict):
     """RRDBNet hyper-parameters (paper: nf 64, 23 blocks, growth 32)."""
 
     scale: Literal[1, 2, 4, 8] = 4
-    in_ch: int = Field(3, ge=1)
-    out_ch: int = Field(3, ge=1)
-    num_feat: int = Field(64, ge=1)
-    num_block: int = Field(23, ge=1)
-    num_grow: int = Field(32, ge=1)
+    in_ch: int = Field(3, ge=1, le=64)
+    out_ch: int = Field(3, ge=1, le=64)
+    num_feat: int = Field(64, ge=1, le=MAX_WIDTH)
+    num_block: int = Field(23, ge=1, le=256)
+    num_grow: int = Field(32, ge=1, le=MAX_WIDTH)
 
 
 class DiscriminatorConfig(_Strict):
     """VGG-style discriminator; its input size is the GAN stage's HR patch size (128 or 256)."""
 
-    num_feat: int = Field(64, ge=1)
+    num_feat: int = Field(64, ge=1, le=MAX_WIDTH)
     #: Convert D's BatchNorm to SyncBatchNorm under multi-GPU DDP (per-GPU batches are small).
     sync_batchnorm: bool = False
 
@@ -52,17 +60,19 @@ class DiscriminatorConfig(_Strict):
 class DataConfig(_Strict):
     """Training patches. ``batch_size`` is global: DDP splits it evenly over the ranks."""
 
-    patch_size: int = Field(ge=4, description="HR patch edge; the LR patch is patch_size // scale")
-    batch_size: int = Field(ge=1)
+    patch_size: int = Field(ge=4, le=4096, description="HR patch edge; the LR patch is patch_size // scale")
+    batch_size: int = Field(ge=1, le=4096)
     augment: bool = True
-    num_workers: int = Field(4, ge=0, description="DataLoader worker processes (0 loads on the training thread)")
-    prefetch_factor: int = Field(2, ge=1)
+    num_workers: int = Field(
+        4, ge=0, le=256, description="DataLoader worker processes (0 loads on the training thread)"
+    )
+    prefetch_factor: int = Field(2, ge=1, le=64)
 
 
 class OptimizerConfig(_Strict):
     """Adam."""
 
-    lr: float = Field(gt=0)
+    lr: float = Field(gt=0, le=1)
     betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = Field(0.0, ge=0)
 
@@ -82,8 +92,8 @@ class ScheduleConfig(_Strict):
     """
 
     kind: Literal["multistep", "step", "cosine", "constant"] = "multistep"
-    milestones: list[int] = Field(default_factory=list)
-    step_size: int | None = Field(None, ge=1)
+    milestones: list[int] = Field(default_factory=list, max_length=1000)
+    step_size: int | None = Field(None, ge=1, le=MAX_COUNT)
     gamma: float = Field(0.5, gt=0, le=1)
     eta_min: float = Field(0.0, ge=0)
 
@@ -91,6 +101,8 @@ class ScheduleConfig(_Strict):
     def _consistent(self) -> ScheduleConfig:
         if any(b <= a for a, b in itertools.pairwise(self.milestones)) or any(m < 1 for m in self.milestones):
             raise ValueError(f"milestones must be positive and strictly increasing, got {self.milestones}")
+        if any(m > MAX_COUNT for m in self.milestones):
+            raise ValueError(f"milestones must be at most {MAX_COUNT}")
         if self.kind == "step" and self.step_size is None:
             raise ValueError("schedule kind 'step' needs step_size")
         if self.kind == "multistep" and not self.milestones:
@@ -132,14 +144,14 @@ class LossWeights(_Strict):
 class StageConfig(_Strict):
     """What both stages share. Intervals are in iterations; ``val_every: 0`` disables validation."""
 
-    iterations: int = Field(ge=1)
+    iterations: int = Field(ge=1, le=MAX_COUNT)
     data: DataConfig
     optimizer: OptimizerConfig
     schedule: ScheduleConfig = Field(default_factory=lambda: ScheduleConfig(kind="constant"))
     ema: EMAConfig = Field(default_factory=EMAConfig)
-    log_every: int = Field(100, ge=1)
-    val_every: int = Field(5000, ge=0)
-    checkpoint_every: int = Field(5000, ge=1)
+    log_every: int = Field(100, ge=1, le=MAX_COUNT)
+    val_every: int = Field(5000, ge=0, le=MAX_COUNT)
+    checkpoint_every: int = Field(5000, ge=1, le=MAX_COUNT)
 
 
 class PSNRStageConfig(StageConfig):
@@ -174,18 +186,18 @@ class RuntimeConfig(_Strict):
     channels_last: bool = False
     #: ``torch.use_deterministic_algorithms`` (slower on CUDA; exact resume on CPU needs it).
     deterministic: bool = False
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=MAX_SEED)
     #: CPU threads for torch (None: torch's default).
-    threads: int | None = Field(None, ge=1)
+    threads: int | None = Field(None, ge=1, le=1024)
 
 
 class LoggingConfig(_Strict):
     """Run outputs shared by both stages."""
 
-    keep_checkpoints: int = Field(3, ge=1)
-    num_samples: int = Field(3, ge=0, description="validation images saved as LR-bicubic | SR | HR crops")
-    sample_crop: int = Field(128, ge=8, description="HR edge of each sample crop")
-    val_tile: int = Field(0, ge=0, description="LR tile edge for validation upscaling (0: whole image)")
+    keep_checkpoints: int = Field(3, ge=1, le=10_000)
+    num_samples: int = Field(3, ge=0, le=1000, description="validation images saved as LR-bicubic | SR | HR crops")
+    sample_crop: int = Field(128, ge=8, le=8192, description="HR edge of each sample crop")
+    val_tile: int = Field(0, ge=0, le=8192, description="LR tile edge for validation upscaling (0: whole image)")
     progress_bar: bool = True
 
 
@@ -247,11 +259,13 @@ def load_config(path: str | os.PathLike[str], overrides: dict[str, Any] | None =
     key (so ``{"finetune_gan": {"perceptual": {"layers": {...}}}}`` *adds* layers to the file's);
     other values replace.
     """
+    from esrgan.yaml_file import YamlFileError, read_yaml
+
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: cannot read YAML ({str(exc).splitlines()[0]})") from None
+        data = read_yaml(path)
+    except (FileNotFoundError, YamlFileError) as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     training = {key: value for key, value in data.items() if key in TrainConfig.model_fields}
