@@ -24,6 +24,18 @@ def _ctx(args: argparse.Namespace) -> StepContext:
     return StepContext.load(Path.cwd(), args.params)
 
 
+def _claim_output_folder(path: Path) -> None:
+    """Mark the folder of a sweep's per-alpha files as esrgan's when esrgan creates it (or finds it
+    empty), so that ``register`` may later prune the files of alphas no longer swept. A folder
+    that already holds other files is written into but never claimed, so never pruned."""
+    import contextlib
+
+    from esrgan.owned_folders import NotOwnedError, claim
+
+    with contextlib.suppress(NotOwnedError):
+        claim(path.parent, "output folder")
+
+
 def _print(data: object) -> int:
     print(json.dumps(data, indent=2, default=str))
     return 0
@@ -55,13 +67,16 @@ def _interpolate(args: argparse.Namespace) -> int:
     alphas = load_params(Path.cwd() / args.params).interpolate.alphas
     if not any(abs(args.alpha - a) < 1e-9 for a in alphas):
         raise ParamsError(f"--alpha {args.alpha:g} is not in {args.params}'s interpolate.alphas {alphas}")
+    _claim_output_folder(args.out)
     return _print({"path": str(interpolate_step(args.psnr, args.gan, args.alpha, args.out))})
 
 
 def _evaluate(args: argparse.Namespace) -> int:
     from pipeline.steps.evaluate import evaluate_step
 
-    return _print(evaluate_step(_ctx(args), args.model, args.alpha, args.val, args.report, args.metrics, args.baseline))
+    ctx = _ctx(args)
+    _claim_output_folder(args.report)
+    return _print(evaluate_step(ctx, args.model, args.alpha, args.val, args.report, args.metrics, args.baseline))
 
 
 def _evaluate_bicubic(args: argparse.Namespace) -> int:
@@ -72,10 +87,14 @@ def _evaluate_bicubic(args: argparse.Namespace) -> int:
 
 def _register(args: argparse.Namespace) -> int:
     from esrgan.models import alpha_filename
+    from pipeline.steps.interpolate import prune_stale_alphas
     from pipeline.steps.register import register_step
 
     ctx = _ctx(args)
     alphas = ctx.params.interpolate.alphas
+    # DVC leaves the files of alphas removed from the sweep behind; only the current ones stay.
+    prune_stale_alphas(args.models, alphas, ".pth")
+    prune_stale_alphas(args.reports, alphas, ".json")
     reports = [args.reports / alpha_filename(a, ".json") for a in alphas]
     models = {a: args.models / alpha_filename(a) for a in alphas}
     return _print(register_step(ctx, reports, models, args.summary, args.plot_csv, args.plot_png, args.registered))

@@ -161,12 +161,18 @@ def test_upscale_cli_reads_the_registry(project: Path, tracking_uri: str, tmp_pa
 
 def test_changing_only_the_alphas_reruns_only_their_stages(project: Path, tracking_uri: str) -> None:
     params = yaml.safe_load((project / "params.yaml").read_text())
-    params["interpolate"]["alphas"] = [0.0, 0.25, 0.5, 1.0]
+    params["interpolate"]["alphas"] = [0.0, 0.25, 1.0]  # 0.5 leaves the sweep, 0.25 joins it
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run(["dvc", "repro"], project, timeout=600, MLFLOW_TRACKING_URI=tracking_uri)
     assert result.returncode == 0, result.stderr[-2000:]
     ran = sorted(line.split("'")[1] for line in result.stdout.splitlines() if line.startswith("Running stage"))
     assert ran == ["evaluate@0.25", "interpolate@0.25", "register"]
+    # The removed alpha's files are gone (a reader sees only the current sweep) and DVC agrees.
+    for folder, suffix in (("outputs/interpolated", ".pth"), ("outputs/evaluation", ".json")):
+        names = sorted(p.name for p in (project / folder).glob("alpha_*"))
+        assert names == [f"alpha_{a}{suffix}" for a in (0.0, 0.25, 1.0)], names
+    status = run(["dvc", "status", "--json"], project, MLFLOW_TRACKING_URI=tracking_uri)
+    assert status.returncode == 0 and json.loads(status.stdout) == {}, status.stdout
     # The rerun registers version 2 as the challenger; the gate moves @champion only if it is at
     # least as good on the same images, and records why either way.
     c = client(tracking_uri)
