@@ -48,7 +48,7 @@ def _mapping_without_duplicates(loader: _UniqueKeyLoader, node: yaml.MappingNode
             raise yaml.constructor.ConstructorError(
                 None,
                 None,
-                f"duplicate key {str(key)[:60]!r} (line {key_node.start_mark.line + 1})",
+                f"duplicate key {str(key)[:60]!r}",
                 key_node.start_mark,
             )
         seen.add(key)

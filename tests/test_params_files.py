@@ -39,8 +39,8 @@ def write(tmp_path: Path, content: bytes | str) -> Path:
         (b"model:\n  scale: 4\n\xe9\n", r"not UTF-8 text \(byte 0xe9 at offset 18\)"),
         ("a: " + "[" * 5000 + "]" * 5000, f"nested more than {MAX_DEPTH} levels deep"),
         ("a:\n" + "".join("  " * i + "b:\n" for i in range(1, 60)), f"nested more than {MAX_DEPTH} levels deep"),
-        ("model:\n  scale: 4\n  scale: 2\n", r"duplicate key 'scale' \(line 3\)"),
-        ("model: {}\nmodel: {}\n", r"duplicate key 'model' \(line 2\)"),
+        ("model:\n  scale: 4\n  scale: 2\n", r"line 3, column 3: duplicate key 'scale'"),
+        ("model: {}\nmodel: {}\n", r"line 2, column 1: duplicate key 'model'"),
         ("a: [1, 2", r"cannot read YAML \(line 1, column 9: expected ',' or '\]'"),
         (
             "a: &a [1,1,1,1,1,1,1,1,1,1]\n"
