@@ -43,7 +43,7 @@ def _run_local(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from pipeline.kfp_run import submit
+    from pipeline.kfp_run import shown_url, submit
 
     caching = {"default": None, "on": True, "off": False}[args.caching]
     run_id = submit(
@@ -56,7 +56,7 @@ def _submit(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         enable_caching=caching,
     )
-    print(f"submitted run {run_id} to {args.host} (experiment {args.experiment})")
+    print(f"submitted run {run_id} to {shown_url(args.host)} (experiment {args.experiment})")
     return 0
 
 

@@ -15,6 +15,8 @@ with exponential backoff on training (it resumes from checkpoints on the PVC); c
 deterministic tasks only; MLflow and S3 settings from Kubernetes secrets, never literals.
 """
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,8 @@ from kfp import compiler, dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
 
 from components.build import Images, build_components
+from esrgan.fileio import atomic_write
+from pipeline.errors import PipelineError
 from pipeline.kfp_params import canonical_json, split_knobs
 from pipeline.params import parse_params
 
@@ -179,7 +183,27 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
     return esrgan_pipeline
 
 
+class PackagePathError(PipelineError, ValueError):
+    """``esrgan kfp compile -o`` names a path the package cannot be written to; nothing was written."""
+
+
 def compile_pipeline(out: Path, params_file: Path, images: Images) -> Path:
-    """Write the compiled pipeline (deterministic for the same inputs, so it can be committed)."""
-    compiler.Compiler().compile(build_pipeline(images, params_file), package_path=str(out))
+    """Write the compiled pipeline (deterministic for the same inputs, so it can be committed).
+
+    The write is atomic: the package is compiled into a temporary folder, then renamed over
+    ``out``, so a failure at any point leaves an existing ``out`` as it was.
+
+    Raises:
+        PackagePathError: ``out`` is a folder or does not end with ``.yaml``/``.yml`` (KFP writes
+            JSON only for pipelines without platform settings, and this one has them).
+    """
+    if out.suffix not in (".yaml", ".yml"):
+        raise PackagePathError(f"{out}: the pipeline package must be a .yaml (or .yml) file")
+    if out.is_dir():
+        raise PackagePathError(f"{out} is a folder: give the path of the .yaml file to write")
+    pipeline = build_pipeline(images, params_file)
+    with tempfile.TemporaryDirectory(prefix="esrgan-kfp-compile-") as tmp:
+        staged = Path(tmp) / out.name
+        compiler.Compiler().compile(pipeline, package_path=str(staged))
+        atomic_write(out, lambda dest: shutil.copyfile(staged, dest))
     return out
