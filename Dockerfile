@@ -1,6 +1,6 @@
 # The project image: the KFP components' base image (and a shell for `esrgan` / `dvc`).
-#   docker build --build-arg VARIANT=cuda -t ghcr.io/OWNER/esrgan-pipeline:0.1.0-cuda .   # training
-#   docker build --build-arg VARIANT=cpu  -t ghcr.io/OWNER/esrgan-pipeline:0.1.0-cpu  .   # the rest
+#   docker build --build-arg VARIANT=cuda -t ghcr.io/owner/esrgan-pipeline:0.1.0-cuda .   # training
+#   docker build --build-arg VARIANT=cpu  -t ghcr.io/owner/esrgan-pipeline:0.1.0-cpu  .   # the rest
 # cuda: PyPI's torch==2.14.1 wheel, which bundles the CUDA runtime and cuDNN as nvidia-* wheels, so
 # the node needs only the NVIDIA driver (no nvidia/cuda base image, no toolkit in the image).
 # cpu: the same pins, with torch/torchvision taken from PyTorch's CPU index (+cpu local versions

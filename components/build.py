@@ -52,30 +52,28 @@ def _shown(value: str, limit: int = 80) -> str:
 def image_problems(repository: str, tag: str | None) -> list[str]:
     """One line per problem with ``<repository>:<tag>-cpu`` / ``-cuda`` as image references (``[]``: valid).
 
-    ``tag`` None means the package version. :data:`DEFAULT_REPOSITORY` passes as it is: it is the
-    documented placeholder (``OWNER``) that ``--image-repository`` replaces.
+    ``tag`` None means the package version.
     """
     problems = []
-    if repository != DEFAULT_REPOSITORY:
-        if not repository:
-            problems.append(f"--image-repository is empty: give the image without its tag, e.g. {_EXAMPLE}")
-        elif len(repository) > MAX_REPOSITORY:
-            problems.append(
-                f"--image-repository {_shown(repository)} is not a valid image repository: "
-                f"longer than {MAX_REPOSITORY} characters"
+    if not repository:
+        problems.append(f"--image-repository is empty: give the image without its tag, e.g. {_EXAMPLE}")
+    elif len(repository) > MAX_REPOSITORY:
+        problems.append(
+            f"--image-repository {_shown(repository)} is not a valid image repository: "
+            f"longer than {MAX_REPOSITORY} characters"
+        )
+    elif not REPOSITORY_RE.fullmatch(repository):
+        last = repository.rsplit("/", 1)[-1]
+        if ":" in last or "@" in last:
+            hint = "give it without a tag or digest (the tag is --image-tag)"
+        elif repository.lower() != repository and REPOSITORY_RE.fullmatch(repository.lower()):
+            hint = f"repository paths are lowercase ({repository.lower()})"
+        else:
+            hint = (
+                "lowercase letters and digits, joined by '.', '_', '__' or dashes, in '/'-separated "
+                f"components, optionally after a registry host[:port] (e.g. {_EXAMPLE})"
             )
-        elif not REPOSITORY_RE.fullmatch(repository):
-            last = repository.rsplit("/", 1)[-1]
-            if ":" in last or "@" in last:
-                hint = "give it without a tag or digest (the tag is --image-tag)"
-            elif repository.lower() != repository and REPOSITORY_RE.fullmatch(repository.lower()):
-                hint = f"repository paths are lowercase ({repository.lower()})"
-            else:
-                hint = (
-                    "lowercase letters and digits, joined by '.', '_', '__' or dashes, in '/'-separated "
-                    f"components, optionally after a registry host[:port] (e.g. {_EXAMPLE})"
-                )
-            problems.append(f"--image-repository {_shown(repository)} is not a valid image repository: {hint}")
+        problems.append(f"--image-repository {_shown(repository)} is not a valid image repository: {hint}")
     longest = MAX_TAG - 1 - max(map(len, VARIANTS))
     if tag is None:
         version = project_version()
