@@ -20,7 +20,6 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import yaml
 from kfp import compiler, dsl, kubernetes
 from kfp.dsl.graph_component import GraphComponent
 
@@ -28,7 +27,7 @@ from components.build import Images, build_components
 from esrgan.fileio import atomic_write
 from pipeline.errors import PipelineError
 from pipeline.kfp_params import canonical_json, split_knobs
-from pipeline.params import parse_params
+from pipeline.params import load_params_document
 
 PIPELINE_NAME = "esrgan-pipeline"
 
@@ -84,8 +83,7 @@ def _training(task: dsl.PipelineTask, checkpoint_pvc: Any) -> dsl.PipelineTask:
 
 def default_arguments(params_file: Path) -> dict[str, Any]:
     """Compiled defaults: ``params_file`` split into ``params_json`` and knobs, plus the data source."""
-    doc = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-    parse_params(doc, str(params_file))  # fail at compile time, not in the cluster
+    doc = load_params_document(params_file)  # fail at compile time, not in the cluster
     rest, knobs = split_knobs(doc)
     return {
         "params_json": canonical_json(rest),

@@ -27,7 +27,7 @@ import yaml
 
 from pipeline.errors import PipelineError
 from pipeline.kfp_params import KNOBS, apply_overrides, canonical_json, parse_override, split_knobs
-from pipeline.params import ParamsError, parse_params
+from pipeline.params import ParamsError, load_params_document
 
 try:
     from pipeline.errors import redact
@@ -96,9 +96,7 @@ def build_arguments(
 
 
 def load_params_doc(params_file: Path) -> dict[str, Any]:
-    doc = yaml.safe_load(params_file.read_text(encoding="utf-8"))
-    parse_params(doc, str(params_file))
-    return doc
+    return load_params_document(params_file)
 
 
 @contextlib.contextmanager

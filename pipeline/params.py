@@ -23,7 +23,15 @@ from esrgan.training.config import TrainConfig
 from esrgan.yaml_file import YamlFileError, read_yaml
 from pipeline.errors import ParamsError
 
-__all__ = ["METRIC_DIRECTION", "ParamsError", "PipelineParams", "cross_field_problems", "load_params", "parse_params"]
+__all__ = [
+    "METRIC_DIRECTION",
+    "ParamsError",
+    "PipelineParams",
+    "cross_field_problems",
+    "load_params",
+    "load_params_document",
+    "parse_params",
+]
 
 #: Report metrics the champion rule can use, and which way is better ("min": lower is better).
 METRIC_DIRECTION: dict[str, Literal["min", "max"]] = {
@@ -268,11 +276,22 @@ def parse_params(data: Any, origin: str = "params") -> PipelineParams:
     return params
 
 
+def _read(path: Path) -> Any:
+    try:
+        return read_yaml(path)
+    except (FileNotFoundError, YamlFileError) as exc:
+        raise ParamsError(str(exc)) from None
+
+
 def load_params(path: str | os.PathLike[str] = "params.yaml") -> PipelineParams:
     """Read and validate ``params.yaml`` (see :func:`parse_params`)."""
     path = Path(path)
-    try:
-        data = read_yaml(path)
-    except (FileNotFoundError, YamlFileError) as exc:
-        raise ParamsError(str(exc)) from None
-    return parse_params(data, str(path))
+    return parse_params(_read(path), str(path))
+
+
+def load_params_document(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The document of a valid ``params.yaml`` as written (what KFP compiles in), validated first."""
+    path = Path(path)
+    doc = _read(path)
+    parse_params(doc, str(path))
+    return dict(doc)
