@@ -13,15 +13,23 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+#: The temporary file's name: ``.tmp-`` + 8 random characters + ``.tmp``, whatever the final name.
+TMP_PREFIX, TMP_SUFFIX = ".tmp-", ".tmp"
+#: Length in bytes of every temporary name (mkstemp adds 8 random characters).
+TMP_NAME_BYTES = len(TMP_PREFIX) + 8 + len(TMP_SUFFIX)
+
+
 def atomic_write(path: str | os.PathLike[str], write: Callable[[str], object]) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
 
     The rename is atomic on POSIX file systems; on failure the temporary file is removed and
-    any existing ``path`` is left untouched.
+    any existing ``path`` is left untouched. The temporary name has a fixed, short length
+    (:data:`TMP_NAME_BYTES`), not derived from ``path``'s name: a final name near the file
+    system's 255-byte limit must not make the temporary one too long.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     try:
         write(tmp)

@@ -8,8 +8,11 @@ The rules a user can rely on (the README repeats them):
 * The whole run is planned before anything is written: two inputs that map to the same output
   name, an output that would replace an input, and (without ``overwrite``) an output that already
   exists all refuse the run with one line, exit status 2, nothing written.
-* Unreadable images and images that do not fit in memory are reported in one line each and
-  skipped; the rest are written and the exit status is 1.
+* The suffix is literal text and ``{scale}`` (no conversion, no format spec); an output name
+  longer than the file system allows (255 bytes on most) refuses the run the same way.
+* Unreadable images, images that do not fit in memory and outputs that cannot be written (disk
+  full, a folder in the way) are reported in one line each and skipped; the rest are written and
+  the exit status is 1.
 """
 
 from __future__ import annotations
@@ -75,56 +78,117 @@ def load_model_for_inference(model_ref: str, device: str = "auto") -> RRDBNet:
     return model.eval()
 
 
+#: At most this many characters of a user's text are quoted back in an error message.
+MAX_QUOTE = 60
+#: Longest file name (bytes) when the file system does not say (``os.pathconf`` ``PC_NAME_MAX``).
+DEFAULT_NAME_MAX = 255
+
+
+def quote(text: str, limit: int = MAX_QUOTE) -> str:
+    """``repr`` of user input, cut to ``limit`` characters with a note of the full length."""
+    return repr(text) if len(text) <= limit else f"{text[:limit]!r}... ({len(text)} characters)"
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(32), 127]}
+
+
+def _show(path: Path | str, limit: int | None = None) -> str:
+    """A path for a one-line message: control characters escaped (a file name may hold a newline),
+    and with ``limit``, only its start and end around ``...`` when longer."""
+    text = str(path).translate(_CONTROL)
+    if limit is None or len(text) <= limit:
+        return text
+    return f"{text[: limit // 2 - 2]}...{text[-(limit // 2 - 1) :]}"
+
+
+def _short(path: Path | str) -> str:
+    return _show(path, 100)
+
+
 def check_suffix(suffix: str) -> None:
-    """A suffix template may use ``{scale}`` only and must stay a plain file-name part.
+    """A suffix template is literal text with, optionally, the field ``{scale}`` written exactly so.
+
+    No other field, no conversion (``!r``), no format spec (``:>9``), no path separator or control
+    character: it must stay a short, plain file-name part. Messages quote at most
+    :data:`MAX_QUOTE` characters of it.
 
     Raises:
-        UpscaleError: a path separator, an unknown ``{field}``, unbalanced braces or a bad format spec.
+        UpscaleError: any of the above, or unbalanced braces.
     """
-    seps = {"/", os.sep, os.altsep or "/", "\0"}
-    if any(sep in suffix for sep in seps):
-        raise UpscaleError(f"--suffix {suffix!r}: must not contain a path separator (outputs stay in -o)")
+    q = quote(suffix)
+    if any(sep in suffix for sep in {"/", os.sep, os.altsep or "/", "\0"}):
+        raise UpscaleError(f"--suffix {q}: must not contain a path separator (outputs stay in -o)")
+    if any(ord(c) < 32 or ord(c) == 127 for c in suffix):
+        raise UpscaleError(f"--suffix {q}: must not contain control characters")
     try:
-        fields = [field for _, field, _, _ in string.Formatter().parse(suffix) if field is not None]
+        parts = list(string.Formatter().parse(suffix))
     except ValueError as exc:
         raise UpscaleError(
-            f"--suffix {suffix!r}: not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
+            f"--suffix {q}: not a valid template ({exc}); write a literal brace as {{{{ or }}}}"
         ) from None
-    unknown = [f for f in fields if f != "scale"]
-    if unknown:
-        raise UpscaleError(f"--suffix {suffix!r}: unknown field {{{unknown[0]}}}; the only field is {{scale}}")
+    for _, field, spec, conversion in parts:
+        if field is None:
+            continue
+        if field != "scale":
+            raise UpscaleError(f"--suffix {q}: unknown field {{{field[:MAX_QUOTE]}}}; the only field is {{scale}}")
+        if spec or conversion is not None:
+            raise UpscaleError(f"--suffix {q}: bad format for {{scale}}; write it as {{scale}}, with no ! or :")
+
+
+def name_max(folder: Path) -> int:
+    """Longest file name (bytes) in ``folder`` (or its nearest existing parent) the file system allows."""
+    for candidate in (folder, *folder.absolute().parents):
+        if candidate.is_dir():
+            try:
+                limit = os.pathconf(candidate, "PC_NAME_MAX")
+            except (OSError, ValueError, AttributeError):
+                break
+            return limit if limit > 0 else DEFAULT_NAME_MAX
+    return DEFAULT_NAME_MAX
+
+
+def _check_name(src: Path, name: str, limit: int) -> None:
     try:
-        suffix.format(scale=4)
-    except (ValueError, TypeError) as exc:
-        raise UpscaleError(f"--suffix {suffix!r}: bad format for {{scale}} ({exc})") from None
+        size = len(os.fsencode(name))
+    except UnicodeError:
+        raise UpscaleError(f"{_short(src)}: its output name cannot be encoded for this file system") from None
+    if size > limit:
+        raise UpscaleError(
+            f"{_short(src)}: the output name would be {size} bytes, over the file system's limit of {limit}; "
+            "rename the input or shorten --suffix"
+        )
 
 
 def plan_outputs(files: list[Path], output_dir: Path, suffix: str, scale: int, overwrite: bool) -> list[Path]:
     """Output path of every input, checked as a whole before anything is written.
 
     Raises:
-        UpscaleError: two inputs share an output, an output would replace an input, or (without
-            ``overwrite``) outputs already exist; ``-o`` is not a folder.
+        UpscaleError: an output name is longer than the file system allows, two inputs share an
+            output, an output would replace an input, or (without ``overwrite``) outputs already
+            exist; ``-o`` is not a folder.
     """
     check_suffix(suffix)
     if output_dir.exists() and not output_dir.is_dir():
-        raise UpscaleError(f"-o {output_dir}: exists and is not a folder")
+        raise UpscaleError(f"-o {_show(output_dir)}: exists and is not a folder")
     outputs = [output_dir / f"{path.stem}{suffix.format(scale=scale)}.png" for path in files]
+    limit = name_max(output_dir)
+    for src, out in zip(files, outputs, strict=True):  # before any other check touches the name
+        _check_name(src, out.name, limit)
     root = output_dir.resolve()
     seen: dict[str, Path] = {}
     inputs = {os.path.normcase(p.resolve()): p for p in files}
     for src, out in zip(files, outputs, strict=True):
         if out.name in ("", ".", "..") or out.resolve().parent != root:
-            raise UpscaleError(f"{src}: output name {out.name!r} would leave {output_dir}")
+            raise UpscaleError(f"{_show(src)}: output name {out.name!r} would leave {_show(output_dir)}")
         key = os.path.normcase(out.resolve())
         if key in seen and os.path.normcase(seen[key].resolve()) != os.path.normcase(src.resolve()):
             raise UpscaleError(
-                f"{seen[key]} and {src} would both be written to {out}; "
+                f"{_show(seen[key])} and {_show(src)} would both be written to {_show(out)}; "
                 "rename one or upscale them into different -o folders"
             )
         if key in inputs:
             raise UpscaleError(
-                f"{src}: output {out} would overwrite the input {inputs[key]}; choose another -o or --suffix"
+                f"{_show(src)}: output {_show(out)} would overwrite the input {_show(inputs[key])}; choose another -o or --suffix"
             )
         seen[key] = src
     # The same input given twice (a file and its folder) is done once, not refused.
@@ -133,7 +197,9 @@ def plan_outputs(files: list[Path], output_dir: Path, suffix: str, scale: int, o
         existing = [out for _, out in unique if out.exists() or out.is_symlink()]
         if existing:
             more = f" (and {len(existing) - 1} more)" if len(existing) > 1 else ""
-            raise UpscaleError(f"{existing[0]} already exists{more}; pass --overwrite to replace, or choose another -o")
+            raise UpscaleError(
+                f"{_show(existing[0])} already exists{more}; pass --overwrite to replace, or choose another -o"
+            )
     return outputs
 
 
@@ -197,7 +263,7 @@ def upscale_files(
     _warm_up(model)
     log.debug("memory available for upscaling: %d MiB", available_memory(next(model.parameters()).device) >> 20)
     failed = 0
-    for path, out_path in tqdm(plan, desc="upscale", unit="img", disable=None):
+    for index, (path, out_path) in enumerate(tqdm(plan, desc="upscale", unit="img", disable=None)):
         try:
             width, height, channels = image_info(path)
             use_tile = plan_tile(model, height, width, tile=tile, tile_pad=pad, channels=channels)
@@ -206,21 +272,31 @@ def upscale_files(
             image = read_image(path)
             result = upscale(model, image, tile=use_tile, tile_pad=pad, precision=precision)  # type: ignore[arg-type]
             del image
-            out_path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = write_image(out_path.with_name(f".{out_path.stem}.{os.getpid()}.partial.png"), result)
-            del result
-            _place(tmp, out_path, overwrite)
+            # A short staging name, whatever the output's length (names near 255 bytes are allowed).
+            partial = out_path.with_name(f".partial-{os.getpid()}-{index}.png")
+            try:
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = write_image(partial, result)
+                del result
+                _place(tmp, out_path, overwrite)
+            except OSError as exc:
+                partial.unlink(missing_ok=True)
+                print(
+                    f"esrgan: error: {_show(path)}: cannot write {_short(out_path)} ({exc.strerror or exc})",
+                    file=sys.stderr,
+                )
+                failed += 1
         except InsufficientMemoryError as exc:
-            print(f"esrgan: error: {path}: {exc}", file=sys.stderr)
+            print(f"esrgan: error: {_show(f'{path}: {exc}')}", file=sys.stderr)
             failed += 1
         except (ImageReadError, FloatingPointError, ValueError) as exc:
-            print(f"esrgan: error: {exc if str(path) in str(exc) else f'{path}: {exc}'}", file=sys.stderr)
+            print(f"esrgan: error: {_show(exc if str(path) in str(exc) else f'{path}: {exc}')}", file=sys.stderr)
             failed += 1
         except (MemoryError, RuntimeError) as exc:
             if not isinstance(exc, MemoryError) and "alloc" not in str(exc) and "out of memory" not in str(exc):
                 raise
             print(
-                f"esrgan: error: {path}: ran out of memory (the estimate was too low); retry with a smaller --tile",
+                f"esrgan: error: {_show(path)}: ran out of memory (the estimate was too low); retry with a smaller --tile",
                 file=sys.stderr,
             )
             failed += 1

@@ -80,6 +80,11 @@ def test_suffix_cannot_leave_the_output_folder(model_file, tmp_path, capsys) -> 
         ("_{scale", "not a valid template"),
         ("_{0}", "unknown field {0}"),
         ("_{scale:q}", "bad format for {scale}"),
+        ("_{scale:02d}x", "bad format for {scale}"),  # issue 21: no format spec ...
+        ("_{scale!r}", "bad format for {scale}"),  # ... and no conversion
+        ("_{scale.real}", "unknown field {scale.real}"),
+        ("_{}", "unknown field {}"),
+        ("_\n", "control characters"),
     ],
 )
 def test_bad_suffix_templates_are_one_line_errors(model_file, tmp_path, capsys, suffix, reason) -> None:
@@ -89,10 +94,51 @@ def test_bad_suffix_templates_are_one_line_errors(model_file, tmp_path, capsys, 
     assert not (tmp_path / "out").exists()
 
 
-def test_suffix_template_with_scale_format_works(model_file, tmp_path, capsys) -> None:
+def test_suffix_template_with_scale_and_braces_works(model_file, tmp_path, capsys) -> None:
     src = png(tmp_path / "x.png")
-    assert run(capsys, "upscale", src, "-m", model_file, "-o", tmp_path / "out", "--suffix=-{scale:02d}x")[0] == 0
-    assert [p.name for p in (tmp_path / "out").iterdir()] == ["x-04x.png"]
+    assert run(capsys, "upscale", src, "-m", model_file, "-o", tmp_path / "out", "--suffix=-{scale}x{{1}}")[0] == 0
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["x-4x{1}.png"]
+
+
+def test_a_huge_format_spec_is_refused_in_one_short_line(model_file, tmp_path, capsys) -> None:
+    """Issue 21 case 9: ``{scale!r:>99999999}`` wrote 100 MB to stderr."""
+    src = png(tmp_path / "x.png")
+    code = main(
+        ["upscale", str(src), "-m", str(model_file), "-o", str(tmp_path / "out"), "--suffix", "{scale!r:>99999999}"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and len(err) < 300 and err.count("\n") == 1 and err.startswith("esrgan: error: --suffix")
+    long_suffix = "_" + "{scale}" * 5000
+    code = main(["upscale", str(src), "-m", str(model_file), "-o", str(tmp_path / "out"), "--suffix", long_suffix])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err) < 400 and err.count("\n") == 1 and "limit of 255" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_long_input_names_are_written_or_refused_before_writing(model_file, tmp_path, capsys) -> None:
+    """Issue 21 case 9: a ~240-character stem made the temporary name too long (traceback, batch lost)."""
+    long_ok = png(tmp_path / "in" / f"{'b' * 245}.png")  # output b..b_x4.png: 252 bytes, allowed
+    short = png(tmp_path / "in" / "a.png")
+    code, errors = run(capsys, "upscale", short, long_ok, "-m", model_file, "-o", tmp_path / "out")
+    assert (code, errors) == (0, [])
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x4.png", f"{'b' * 245}_x4.png"]
+
+    too_long = png(tmp_path / "in2" / f"{'é' * 125}.png")  # 250 bytes of stem, 257 with _x4.png
+    png(tmp_path / "in2" / "c.png")
+    code, errors = run(capsys, "upscale", tmp_path / "in2", "-m", model_file, "-o", tmp_path / "out2")
+    assert code == 2 and len(errors) == 1 and len(errors[0]) < 300
+    assert "the output name would be 257 bytes, over the file system's limit of 255" in errors[0]
+    assert errors[0].startswith(f"esrgan: error: {str(too_long)[:40]}")  # names the input (shortened)
+    assert not (tmp_path / "out2").exists()  # c.png neither: the run is planned first
+
+
+def test_an_output_that_cannot_be_written_is_skipped_and_the_rest_written(model_file, tmp_path, capsys) -> None:
+    a, b, c = (png(tmp_path / "in" / f"{n}.png") for n in "abc")
+    (tmp_path / "out" / "b_x4.png").mkdir(parents=True)  # a folder where the output goes
+    code, errors = run(capsys, "upscale", a, b, c, "-m", model_file, "-o", tmp_path / "out", "--overwrite")
+    assert code == 1 and len(errors) == 1 and str(b) in errors[0] and "cannot write" in errors[0]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x4.png", "b_x4.png", "c_x4.png"]
+    assert (tmp_path / "out" / "b_x4.png").is_dir() and not any((tmp_path / "out" / "b_x4.png").iterdir())
 
 
 def test_the_same_file_given_twice_is_upscaled_once(model_file, tmp_path, capsys) -> None:
