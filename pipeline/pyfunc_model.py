@@ -18,14 +18,26 @@ variable), and the whole request at most ``max_request_pixels`` (``ESRGAN_MAX_RE
 by default the per-row limit, so one request costs at most one largest image, however many rows
 it holds). A row that is not base64, not an image, a decompression bomb or over a limit makes the
 request a 400 whose body's ``message`` is one sentence, without a stack trace.
+
+The server never echoes the request: MLflow's scoring server quotes the whole body in some of its
+own 400s (a malformed JSON body, a missing column...), so loading this model into ``mlflow models
+serve`` wraps the server's ``invocations`` (:func:`guard_scoring_server`): every error message
+keeps at most 40 characters of each piece of the request it quotes and :data:`MAX_MESSAGE` in
+all, without the stack trace.
+
+A 32-bit float grey image (TIFF mode ``F``) is read as 0.0 black .. 1.0 white, like ``esrgan upscale``.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import io
+import json
+import logging
 import os
+import sys
 from typing import Any
 
 import mlflow
@@ -39,6 +51,20 @@ from PIL import Image, UnidentifiedImageError
 DEFAULT_MAX_INPUT_PIXELS = 1_000_000
 #: Default tile edge for served requests: bounds the server's memory per request.
 DEFAULT_TILE = 256
+#: Longest error message the server sends back (and logs): the request is never quoted whole.
+MAX_MESSAGE = 300
+#: Longest piece of the request (a column name...) quoted in an error message.
+MAX_QUOTE = 100
+#: MLflow's messages quote the request between '...'; a quote longer than this keeps 40 characters.
+MAX_QUOTED = 60
+
+log = logging.getLogger(__name__)
+
+
+def clip(text: Any, limit: int = MAX_QUOTE) -> str:
+    """``str(text)`` cut to ``limit`` characters, with the number left out."""
+    text = str(text)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 class BadRequest(MlflowException):
@@ -61,6 +87,55 @@ class BadRequest(MlflowException):
         if value.startswith("Failed to predict data") and self._PREFIX_END in value:
             value = value.rsplit(self._PREFIX_END, 1)[1]
         self._reason = value
+
+
+def safe_message(exc: BaseException) -> str:
+    """The reason of a scoring-server error, without the request it may quote.
+
+    MLflow's messages put the request after ``Input:`` or inside ``Failed to predict data '...'``;
+    a body that is not JSON or not UTF-8 becomes a short sentence naming where it broke.
+    """
+    cause = exc.__cause__
+    if isinstance(cause, json.JSONDecodeError):
+        return f"the request body is not valid JSON ({cause.msg} at line {cause.lineno} column {cause.colno})"
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the request body is not UTF-8 ({cause.reason} at byte {cause.start})"
+    message = str(getattr(exc, "message", exc))
+    if message.startswith("Failed to predict data") and BadRequest._PREFIX_END in message:
+        message = message.rsplit(BadRequest._PREFIX_END, 1)[1]
+    parts = " ".join(message.split("\nInput:", 1)[0].split()).split("'")
+    parts[1::2] = [q if len(q) <= MAX_QUOTED else f"{q[:40]}..." for q in parts[1::2]]  # inside '...'
+    return clip("'".join(parts), MAX_MESSAGE)
+
+
+def guard_scoring_server() -> None:
+    """Make MLflow's scoring server, if it runs in this process, answer errors without echoing the request.
+
+    ``mlflow models serve`` loads this file (the model's code) before it starts answering; its
+    ``invocations`` is looked up per request, so wrapping it here covers every request. Outside a
+    server (the module not imported) this does nothing; wrapping twice is avoided.
+    """
+    server = sys.modules.get("mlflow.pyfunc.scoring_server")
+    original = getattr(server, "invocations", None)
+    if original is None or getattr(original, "_esrgan_guarded", False):
+        return
+
+    @functools.wraps(original)
+    def invocations(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = original(*args, **kwargs)
+        except MlflowException as exc:
+            reason = safe_message(exc)
+            log.warning("refused a request: %s", reason)
+            exc.message = reason
+            exc.json_kwargs.pop("stack_trace", None)
+            raise exc from None
+        if getattr(result, "status", 200) != 200 and isinstance(getattr(result, "response", None), str):
+            result = result._replace(response=clip(result.response, MAX_MESSAGE))
+        return result
+
+    invocations._esrgan_guarded = True  # type: ignore[attr-defined]
+    server.invocations = invocations  # type: ignore[union-attr]
 
 
 def _bad_request(message: str) -> BadRequest:
@@ -101,6 +176,10 @@ def decode_image(b64: Any, row: int, max_pixels: int) -> np.ndarray:
     try:
         with Image.open(io.BytesIO(raw)) as img:
             img.load()
+            if img.mode == "F":  # float grey: 0.0 black .. 1.0 white, as esrgan.imageio reads it
+                from esrgan.imageio import float_to_uint16
+
+                return float_to_uint16(np.asarray(img), f"row {row}")
             if img.mode not in ("L", "LA", "RGB", "RGBA", "I;16"):
                 img = img.convert("RGBA" if "transparency" in img.info else "RGB")
             return np.array(img)
@@ -150,7 +229,7 @@ class ESRGANUpscaler(mlflow.pyfunc.PythonModel):
         from esrgan.inference import upscale
 
         if "image" not in model_input.columns:
-            raise _bad_request(f"expected a column 'image', got {list(model_input.columns)}")
+            raise _bad_request(f"expected a column 'image', got {clip(list(model_input.columns))}")
         images = model_input["image"].tolist()
         check_request(images, self.max_pixels, getattr(self, "max_request_pixels", self.max_pixels))
         rows = []
@@ -161,4 +240,5 @@ class ESRGANUpscaler(mlflow.pyfunc.PythonModel):
         return pd.DataFrame(rows, columns=["image", "width", "height"])
 
 
+guard_scoring_server()
 mlflow.models.set_model(ESRGANUpscaler())

@@ -8,6 +8,8 @@ import base64
 import io
 import json
 import struct
+import urllib.error
+import urllib.request
 import warnings
 import zlib
 from pathlib import Path
@@ -140,3 +142,111 @@ def test_real_server_answers_a_bomb_with_one_sentence(tmp_path: Path) -> None:
         assert status == 400 and body["message"].startswith("the request's 2 images hold 1200000 pixels")
         status, body = post(url, [png_b64(6, 5)])
         assert status == 200 and (body["predictions"][0]["width"], body["predictions"][0]["height"]) == (20, 24)
+        # Issue 21: a 5 MB malformed body is not echoed back (MLflow's own 400 quoted it whole).
+        req = urllib.request.Request(
+            f"{url}/invocations",
+            data=b'{"dataframe_split": ' + b"x" * 5_000_000,
+            headers={"Content-Type": "application/json"},
+        )
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=120)
+        answer = err.value.read()
+        assert err.value.code == 400 and len(answer) < 500
+        assert json.loads(answer)["message"].startswith("the request body is not valid JSON")
+
+
+# --- issue 21, case 13: the server never echoes the request ------------------------------------
+
+
+def asgi_post(app: Any, body: bytes, content_type: str = "application/json") -> tuple[int, bytes]:
+    """POST ``body`` to ``/invocations`` of an ASGI app, in process; the status and the response body."""
+    import asyncio
+
+    incoming = [{"type": "http.request", "body": body, "more_body": False}]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/invocations",
+        "raw_path": b"/invocations",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())],
+        "client": ("127.0.0.1", 1234),
+        "server": ("127.0.0.1", 80),
+    }
+    asyncio.run(app(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+
+def save_served_model(tmp_path: Path) -> Path:
+    import mlflow
+
+    from pipeline.registry import ESRGAN_PACKAGE, PYFUNC_CODE, _signature
+
+    gen = tmp_path / "generator.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), gen)
+    model_dir = tmp_path / "model"
+    mlflow.pyfunc.save_model(
+        str(model_dir),
+        python_model=str(PYFUNC_CODE),
+        artifacts={"generator": str(gen)},
+        code_paths=[str(ESRGAN_PACKAGE)],
+        model_config={"max_input_pixels": 10_000, "tile": 64},
+        signature=_signature(),
+    )
+    return model_dir
+
+
+#: Bodies that MLflow's own scoring server used to quote whole in its 400 (5 MB each).
+BIG = 5_000_000
+ECHOING_BODIES = {
+    "malformed JSON": (b'{"dataframe_split": ' + b"x" * BIG, "the request body is not valid JSON (Expecting value"),
+    "not UTF-8": (b'{"a": "' + b"\xff" * BIG + b'"}', "the request body is not UTF-8 (invalid start byte at byte 7)"),
+    "wrong column": (
+        json.dumps({"dataframe_split": {"columns": ["c" * BIG], "data": [["x"]]}}).encode(),
+        "Model is missing inputs ['image']",
+    ),
+}
+
+
+def test_the_scoring_server_never_echoes_the_request(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlflow
+    from mlflow.pyfunc import scoring_server
+
+    # As `mlflow models serve` does: the server module first, then the model's code (which guards it).
+    monkeypatch.setattr(
+        scoring_server,
+        "invocations",
+        getattr(scoring_server.invocations, "__wrapped__", None) or scoring_server.invocations,
+    )
+    monkeypatch.setenv("_MLFLOW_IS_IN_SERVING_ENVIRONMENT", "false")  # init() sets it; restored afterwards
+    model = mlflow.pyfunc.load_model(str(save_served_model(tmp_path)))
+    assert getattr(scoring_server.invocations, "_esrgan_guarded", False), "loading the model did not guard the server"
+    app = scoring_server.init(model)
+
+    for case, (body, reason) in ECHOING_BODIES.items():
+        status, answer = asgi_post(app, body)
+        assert status == 400, case
+        assert len(answer) < 500, f"{case}: a {len(answer)}-byte answer"
+        message = json.loads(answer)["message"]
+        assert reason in message and "\n" not in message and "stack_trace" not in json.loads(answer), case
+    status, answer = asgi_post(app, b"x" * 1000, content_type="text/" + "y" * 10_000)
+    assert status == 415 and len(answer) < 500
+    status, answer = asgi_post(
+        app, json.dumps({"dataframe_split": {"columns": ["image"], "data": [[png_b64(6, 5)]]}}).encode()
+    )
+    assert status == 200 and json.loads(answer)["predictions"][0]["width"] == 20
