@@ -3,11 +3,16 @@
 Both operations build into a temporary folder beside the target and swap it in, so a failure
 leaves the current dataset untouched. Replacing a different dataset needs ``force``, and even
 then the old folder is moved aside (``data.replaced-<time>``), never deleted.
+
+A bad import (``--val-fraction`` outside (0, 1), an empty source, unreadable images) is a
+:class:`DataImportError`: one line per problem, nothing written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import filecmp
+import math
 import shutil
 import subprocess
 import tempfile
@@ -17,6 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from esrgan.data import build_sample_dataset, import_dataset
+from esrgan.data.sample import UnreadableImagesError
+from pipeline.errors import PipelineError
+
+
+class DataImportError(PipelineError, ValueError):
+    """``esrgan data import`` refused (bad option, source or images); nothing was written."""
 
 
 def _same_tree(a: Path, b: Path) -> bool:
@@ -37,7 +48,18 @@ def dvc_add(root: Path, target: Path) -> None:
 
 def _replace_with(build: Callable[[Path], Any], out: Path, force: bool, track: bool) -> dict[str, Any]:
     out = out.resolve()
+    created = [p for p in (out.parent, *out.parent.parents) if not p.exists()]  # deepest first
     out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        return _swap_in(build, out, force, track)
+    except BaseException:
+        for folder in created:  # a refused build leaves no empty folders behind
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+
+
+def _swap_in(build: Callable[[Path], Any], out: Path, force: bool, track: bool) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f".{out.name}.", dir=out.parent) as tmp:
         staged = Path(tmp) / out.name
         manifest = build(staged)
@@ -78,5 +100,23 @@ def sample(out: Path, force: bool = False, track: bool = True) -> dict[str, Any]
 def import_folder(
     source: Path, out: Path, val_fraction: float = 0.1, force: bool = False, track: bool = True
 ) -> dict[str, Any]:
-    """Copy a folder of HR images (DIV2K, DF2K, ...) into the train/val layout and re-track it."""
-    return _replace_with(lambda staged: import_dataset(source, staged, val_fraction=val_fraction), out, force, track)
+    """Copy a folder of HR images (DIV2K, DF2K, ...) into the train/val layout and re-track it.
+
+    Raises:
+        DataImportError: ``val_fraction`` not strictly between 0 and 1, an empty source, a bad
+            destination, or images that cannot be decoded (one line each); nothing was written.
+    """
+    if not (math.isfinite(val_fraction) and 0.0 < val_fraction < 1.0):
+        raise DataImportError(f"--val-fraction {val_fraction:.6g}: must be between 0 and 1 (exclusive), e.g. 0.1")
+
+    def build(staged: Path) -> dict[str, Any]:
+        try:
+            return import_dataset(source, staged, val_fraction=val_fraction)
+        except UnreadableImagesError as exc:
+            raise DataImportError(
+                [*exc.problems, f"nothing imported: fix or remove the unreadable images in {source}"]
+            ) from None
+        except ValueError as exc:
+            raise DataImportError(str(exc)) from None
+
+    return _replace_with(build, out, force, track)

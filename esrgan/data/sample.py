@@ -40,7 +40,7 @@ from esrgan.data.layout import (
 )
 from esrgan.errors import EsrganError
 from esrgan.fileio import atomic_write, write_bytes, write_json
-from esrgan.imageio import IMAGE_SUFFIXES
+from esrgan.imageio import IMAGE_SUFFIXES, ImageReadError, read_image
 
 SAMPLE_DATASET_NAME = "esrgan-sample-hr"
 SOURCES_FILE = "SOURCES.md"
@@ -48,6 +48,22 @@ SOURCES_FILE = "SOURCES.md"
 
 class SampleSourceError(EsrganError, RuntimeError):
     """A shipped source image is missing or differs from the pinned checksum."""
+
+
+class UnreadableImagesError(EsrganError, ValueError):
+    """Images of an import that cannot be decoded; nothing was written.
+
+    ``problems`` holds one line per file (at most :data:`MAX_LISTED_PROBLEMS`, then a count); the
+    message is those lines joined.
+    """
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+#: An import names at most this many unreadable files, then counts the rest.
+MAX_LISTED_PROBLEMS = 20
 
 
 @dataclass(frozen=True)
@@ -345,16 +361,20 @@ def import_dataset(
 ) -> dict[str, Any]:
     """Copy a folder of images into the train/val layout; returns the manifest.
 
-    Files are copied byte for byte (format unchanged; decoding problems are handled, counted
-    and reported by patch extraction). The split is, in order of precedence: ``src_dir``'s own
+    Every image is decoded once before anything is written: an empty, truncated or unreadable
+    file refuses the whole import (a dataset silently missing images, or failing later in patch
+    extraction, is worse than a refusal naming them). Files are then copied byte for byte
+    (format unchanged). The split is, in order of precedence: ``src_dir``'s own
     ``train/`` and ``val/`` subfolders when it has them; ``val_names`` (file names or stems);
     otherwise ``round(n * val_fraction)`` images picked by a seeded permutation of the sorted
     names, so the same folder and seed always give the same split. Non-image files are listed
     under ``"ignored"``. ``src_dir`` is only read.
 
     Raises:
-        ValueError: an empty source, unknown ``val_names``, a destination inside the source,
-            or a destination that already holds images this import would not write.
+        UnreadableImagesError: images that cannot be decoded, one line each; nothing was written.
+        ValueError: an empty source, unknown ``val_names``, a ``val_fraction`` outside [0, 1) or
+            one that leaves no training image, a destination inside the source, or a destination
+            that already holds images this import would not write.
     """
     src, out = Path(src_dir).resolve(), Path(out_dir).resolve()
     if not src.is_dir():
@@ -389,11 +409,24 @@ def import_dataset(
                 f"{out / split}: holds {len(stray)} image(s) not in this import (e.g. {stray[0]}); use an empty folder"
             )
 
+    sizes, problems = {}, []
+    for path, _ in plan:  # decode everything first: a bad file refuses the import before any write
+        try:
+            shape = read_image(path).shape
+        except ImageReadError as exc:
+            problems.append(str(exc).splitlines()[0])
+            continue
+        sizes[path] = (int(shape[1]), int(shape[0]))
+    if problems:
+        listed = problems[:MAX_LISTED_PROBLEMS]
+        if len(problems) > len(listed):
+            listed.append(f"... and {len(problems) - len(listed)} more unreadable images in {src}")
+        raise UnreadableImagesError(listed)
+
     entries = []
     for path, split in plan:
         atomic_write(out / split / path.name, functools.partial(shutil.copyfile, path))
-        with Image.open(path) as img:  # header only: size without decoding
-            width, height = img.size
+        width, height = sizes[path]
         entries.append(
             {
                 "name": path.name,
@@ -419,5 +452,9 @@ def _pick_validation(images: list[Path], val_fraction: float, val_names: list[st
     if not 0.0 <= val_fraction < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
     count = round(len(images) * val_fraction)
+    if images and count >= len(images):
+        raise ValueError(
+            f"val_fraction {val_fraction} puts all {len(images)} images in val/ and none in train/; use a smaller one"
+        )
     order = np.random.default_rng(seed).permutation(len(images))
     return {images[i].name for i in order[:count]}
