@@ -7,6 +7,11 @@ or :func:`rollback`, which keep the history of champions in the registered model
 ``champion_history`` (versions, oldest first), so a rollback knows where to go back to, twice in
 a row too.
 
+The gate fails closed: a figure that is missing, not a number or not finite (a tag deleted or
+set to ``nan`` or ``abc`` by hand) never counts, so it can never make a challenger look better
+(:func:`figure`). The register step measures such a champion again on this run's images; when
+that is impossible, or a figure is still unusable, the champion stays unless ``force_promote``.
+
 Works against any tracking URI (``MlflowClient``); registry failures become :class:`RegistryError`
 with one line naming the model and the problem.
 """
@@ -14,11 +19,13 @@ with one line naming the model and the problem.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
+
+from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:  # registry commands should not pay for importing torch (pipeline.params does)
     from pipeline.params import SelectionParams
@@ -33,8 +40,37 @@ HISTORY_KEEP = 200
 LIST_METRICS = ("psnr_y", "ssim_y", "niqe")
 
 
-class RegistryError(ValueError):
+class RegistryError(PipelineError, ValueError):
     """A registry operation that cannot be done (unknown model or version, nothing to roll back to)."""
+
+
+def figure(value: Any) -> float | None:
+    """``value`` as a finite float; ``None`` when it is missing, not a number (``'abc'``) or not
+    finite (``nan``, ``inf``): such a figure is unknown, and an unknown figure never wins."""
+    if value is None or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def usable_figures(raw: Mapping[str, Any], names: Iterable[str] | None = None) -> tuple[dict[str, float], list[str]]:
+    """The usable figures among ``raw`` (all of it, or ``names``) and one phrase per figure that is
+    missing, not a number or not finite (e.g. ``"stlpips_alex is 'nan', not a finite number"``)."""
+    figures: dict[str, float] = {}
+    problems: list[str] = []
+    for name in list(raw) if names is None else names:
+        value = raw.get(name)
+        number = figure(value)
+        if number is not None:
+            figures[name] = number
+        elif value is None:
+            problems.append(f"{name} is missing")
+        else:
+            problems.append(f"{name} is {str(value)[:40]!r}, not a finite number")
+    return figures, problems
 
 
 @dataclass(frozen=True)
@@ -73,15 +109,27 @@ def at_least_as_good(
     The challenger wins when its ``rule.metric`` is at least as good (in the metric's direction,
     ``METRIC_DIRECTION``) and its PSNR-Y is at most ``rule.psnr_margin_db`` below the champion's:
     the same trade-off that picks an alpha within a run (perceptual quality, bounded loss of fidelity).
+    Fails closed: when either figure of either model is missing, not a number or not finite, the
+    rule cannot be applied and the challenger does not win.
     """
     metric = rule.metric
-    new, old = challenger.get(metric), champion.get(metric)
-    if old is None or (isinstance(old, float) and math.isnan(old)):
-        return True, f"the champion has no {metric} on these images"
-    if new is None or (isinstance(new, float) and math.isnan(new)):
-        return False, f"the challenger has no {metric} on these images"
-    new_psnr, old_psnr = challenger.get("psnr_y"), champion.get("psnr_y")
-    if new_psnr is not None and old_psnr is not None and new_psnr < old_psnr - rule.psnr_margin_db:
+    new, old = figure(challenger.get(metric)), figure(champion.get(metric))
+    new_psnr, old_psnr = figure(challenger.get("psnr_y")), figure(champion.get("psnr_y"))
+    if new is None or old is None or new_psnr is None or old_psnr is None:
+        who, name = next(
+            (who, name)
+            for who, name, value in (
+                ("challenger", metric, new),
+                ("champion", metric, old),
+                ("challenger", "psnr_y", new_psnr),
+                ("champion", "psnr_y", old_psnr),
+            )
+            if value is None
+        )
+        return False, (
+            f"the {who} has no {name} on these images (missing, not a number or not finite): the rule cannot be applied"
+        )
+    if new_psnr < old_psnr - rule.psnr_margin_db:
         return False, (
             f"challenger psnr_y {new_psnr:.4f} is more than {rule.psnr_margin_db:g} dB below the champion's {old_psnr:.4f}"
         )
@@ -102,10 +150,17 @@ def decide(
     champion_version: str | None = None,
     force: bool = False,
     compared_on: str = "",
+    unmeasured: str = "",
 ) -> Decision:
-    """Promote or keep: no champion yet, forced, or the rule on figures from the same images."""
-    figures = {k: float(v) for k, v in challenger.items() if v is not None}
-    old = None if champion is None else {k: float(v) for k, v in champion.items() if v is not None}
+    """Promote or keep: no champion yet, forced, or the rule on figures from the same images.
+
+    ``champion`` is ``None`` when the champion could not be measured on these images (``unmeasured``
+    says why): the champion stays unless ``force``. Figures that are missing, not a number or not
+    finite are left out of both models' figures (they are unknown), so the rule refuses on them
+    and the decision's figures are always finite (fit for tags and JSON).
+    """
+    figures, _ = usable_figures(challenger)
+    old = None if champion is None else usable_figures(champion)[0]
     if champion_version is None:
         return Decision(True, "first version: there is no champion yet", figures, None, None, compared_on)
     if force:
@@ -113,7 +168,8 @@ def decide(
     if old is None:
         return Decision(
             False,
-            f"the champion (version {champion_version}) could not be measured on these images",
+            f"the champion (version {champion_version}) could not be measured on these images"
+            f"{f' ({unmeasured})' if unmeasured else ''}: promotion refused (register.force_promote overrides)",
             figures,
             None,
             champion_version,

@@ -27,7 +27,8 @@ def test_first_version_is_promoted() -> None:
         ({"niqe": 4.0, "psnr_y": 23.9}, {"niqe": 5.5, "psnr_y": 25.0}, False, "more than 1 dB below"),
         ({"niqe": 4.0, "psnr_y": 24.1}, {"niqe": 5.5, "psnr_y": 25.0}, True, "<="),
         ({"psnr_y": 25.0}, {"niqe": 5.5, "psnr_y": 25.0}, False, "challenger has no niqe"),
-        ({"niqe": 6.0, "psnr_y": 25.0}, {"psnr_y": 25.0}, True, "champion has no niqe"),
+        # A champion without the figure is not beaten by default: the gate fails closed (issue 21).
+        ({"niqe": 6.0, "psnr_y": 25.0}, {"psnr_y": 25.0}, False, "champion has no niqe"),
     ],
 )
 def test_rule_on_two_models(challenger: dict, champion: dict, promote: bool, why: str) -> None:

@@ -82,6 +82,19 @@ def test_rows_missing_the_metric_or_psnr_are_skipped() -> None:
     assert select_alpha(rows, best("niqe", 1.0))["alpha"] == 1.0
 
 
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_non_finite_figures_are_no_values(bad: float) -> None:
+    # A NaN compares false both ways: min() would keep or drop it depending on the order of the rows.
+    rows = [
+        row(0.0, psnr_y=30.0, niqe=6.0),
+        row(0.25, psnr_y=29.5, niqe=bad),
+        row(0.5, psnr_y=bad, niqe=1.0),
+        row(1.0, psnr_y=29.5, niqe=5.0),
+    ]
+    assert select_alpha(rows, best("niqe", 1.0))["alpha"] == 1.0
+    assert select_alpha([rows[1], rows[0], *rows[2:]], best("niqe", 1.0))["alpha"] == 1.0
+
+
 def test_no_eligible_alpha_with_the_metric_is_an_error() -> None:
     rows = [row(0.0, psnr_y=30.0), row(1.0, psnr_y=25.0, niqe=3.0)]  # alpha 0 lacks NIQE, alpha 1 too far
     with pytest.raises(SelectionError, match=r"no alpha has a value for 'niqe' within 1\.0 dB of alpha 0"):
@@ -93,6 +106,7 @@ def test_no_eligible_alpha_with_the_metric_is_an_error() -> None:
     [
         [row(0.5, psnr_y=30.0, niqe=3.0), row(1.0, psnr_y=29.0, niqe=2.0)],  # no alpha 0 evaluated
         [row(0.0, psnr_y=None, niqe=3.0), row(1.0, psnr_y=29.0, niqe=2.0)],  # alpha 0 without PSNR
+        [row(0.0, psnr_y=float("nan"), niqe=3.0), row(1.0, psnr_y=29.0, niqe=2.0)],  # PSNR not a number
         [row(0.0, niqe=3.0)],
     ],
 )

@@ -20,8 +20,17 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from esrgan.fileio import atomic_write, write_json
-from esrgan.models import CheckpointError
-from pipeline.champion import CHALLENGER_ALIAS, HISTORY_TAG, Decision, alias_version, decide, promote
+from pipeline.champion import (
+    CHALLENGER_ALIAS,
+    HISTORY_TAG,
+    Decision,
+    RegistryError,
+    alias_version,
+    decide,
+    figure,
+    promote,
+    usable_figures,
+)
 from pipeline.errors import PipelineError
 from pipeline.params import METRIC_DIRECTION, SelectionParams
 from pipeline.registry import ONNX_FILE, log_generator_model
@@ -56,16 +65,18 @@ def select_alpha(rows: Sequence[Mapping[str, Any]], rule: SelectionParams) -> di
             raise SelectionError(f"register.selection.alpha {rule.alpha} is not among the evaluated alphas")
         return dict(chosen[0])
     psnr_model = next((r for r in alphas if r["alpha"] == 0.0), None)
-    if psnr_model is None or psnr_model.get("psnr_y") is None:
+    # figure(): a NaN (or a non-number) is no value; compared, it would win or lose at random.
+    base = None if psnr_model is None else figure(psnr_model.get("psnr_y"))
+    if base is None:
         raise SelectionError("the PSNR model (alpha 0) has no psnr_y: cannot apply the margin")
-    floor = psnr_model["psnr_y"] - rule.psnr_margin_db
-    eligible = [r for r in alphas if r.get("psnr_y") is not None and r["psnr_y"] >= floor]
-    scored = [r for r in eligible if r.get(rule.metric) is not None]
+    floor = base - rule.psnr_margin_db
+    eligible = [r for r in alphas if (psnr := figure(r.get("psnr_y"))) is not None and psnr >= floor]
+    scored = [(score, r) for r in eligible if (score := figure(r.get(rule.metric))) is not None]
     if not scored:
         raise SelectionError(f"no alpha has a value for {rule.metric!r} within {rule.psnr_margin_db} dB of alpha 0")
     # Best score in the metric's own direction; ties go to the smaller alpha (closer to the faithful model).
     sign = 1.0 if METRIC_DIRECTION[rule.metric] == "min" else -1.0
-    return dict(min(scored, key=lambda r: (sign * r[rule.metric], r["alpha"])))
+    return dict(min(scored, key=lambda pair: (sign * pair[0], pair[1]["alpha"]))[1])
 
 
 def write_plot_data(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -174,22 +185,50 @@ def champion_figures(
     ctx: StepContext, client: MlflowClient, champion: Any, eval_key: str, val_dir: Path, metrics: Sequence[str]
 ) -> tuple[dict[str, float] | None, str]:
     """The current champion's figures on this run's images: its recorded tags when they come from
-    the same evaluation key, else a fresh evaluation on ``val_dir``. Returns ``(figures, how)``."""
+    the same evaluation key and every one of ``metrics`` is there as a finite number, else a fresh
+    evaluation on ``val_dir``. Returns ``(figures, how)``; ``(None, why)`` when the champion cannot
+    be measured (the gate then keeps it unless ``register.force_promote``).
+
+    A recorded figure that is missing, not a number or not finite (a tag deleted, or set to
+    ``nan`` or ``abc``) is never taken as the champion's: it is measured again, like figures
+    from other data.
+    """
     tags = champion.tags or {}
     if eval_key and tags.get(EVAL_KEY_TAG) == eval_key:
-        figures = {m: float(tags[m]) for m in metrics if m in tags}
-        return figures, "the champion's recorded figures (same data and evaluation)"
-    if not val_dir.is_dir():
-        return None, f"the champion was evaluated on other data and {val_dir} is missing"
-    log.info("re-evaluating champion version %s on %s (its figures come from other data)", champion.version, val_dir)
+        figures, problems = usable_figures(tags, metrics)
+        if not problems:
+            return figures, "the champion's recorded figures (same data and evaluation)"
+        why = f"its recorded {'; '.join(problems)}"
+        if not val_dir.is_dir():
+            return None, f"{why}, and {val_dir} is missing to re-evaluate it"
+    else:
+        why = "its figures come from other data"
+        if not val_dir.is_dir():
+            return None, f"the champion was evaluated on other data and {val_dir} is missing"
+    log.info("re-evaluating champion version %s on %s (%s)", champion.version, val_dir, why)
     uri = f"models:/{champion.name}/{champion.version}"
     try:
         figures = measure_champion(ctx, uri, val_dir, metrics)
-    except (CheckpointError, MlflowException, OSError) as exc:
-        # Keep the deployed model rather than replace it unmeasured; register.force_promote overrides.
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        return None, f"re-evaluating {uri} failed: {first}"
-    return figures, f"the champion re-evaluated on {val_dir.name}/ of this run"
+    except Exception as exc:  # any failure: keep the deployed model rather than replace it unmeasured
+        log.debug("re-evaluating %s failed", uri, exc_info=True)
+        return None, f"re-evaluating {uri} failed: {_first_line(exc)}"
+    return figures, f"the champion re-evaluated on {val_dir.name}/ of this run ({why})"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:500]
+
+
+def json_safe(data: Any) -> Any:
+    """``data`` with every NaN or infinity replaced by ``None`` (``null``): what ``write_json`` accepts."""
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, Mapping):
+        return {k: json_safe(v) for k, v in data.items()}
+    if isinstance(data, (list, tuple)):
+        return [json_safe(v) for v in data]
+    return data
 
 
 def _run_link(run_id: str, experiment_id: str) -> str:
@@ -273,7 +312,9 @@ def register_step(
     at least as good as the current champion on the same images, finish the pipeline's parent run.
 
     ``val_dir`` (default ``<data.path>/val``) is where the current champion is re-evaluated when
-    its recorded figures come from other data.
+    its recorded figures come from other data or are missing, not a number or not finite.
+    Once a version is registered, ``registered.json`` and the version's ``decision`` tags are
+    written whatever happens next; a failure after that is one :class:`RegistryError` line.
     """
     params = ctx.params.registration
     loaded = [json.loads(Path(p).read_text()) for p in reports]
@@ -285,11 +326,17 @@ def register_step(
         raise SelectionError(f"no generator file for the chosen alpha {alpha}")
     write_plot_data(rows, plot_csv)
     draw_plot(rows, alpha, plot_png)
-    metrics = {k: v for k, v in chosen.items() if k != "alpha" and v is not None}
+    # Only finite figures are the challenger's (a NaN would be tagged "nan" and poison the next gate).
+    metrics = usable_figures({k: v for k, v in chosen.items() if k != "alpha"})[0]
     val_dir = val_dir if val_dir is not None else ctx.root / ctx.params.data.path / "val"
     eval_key = evaluation_key(ctx, loaded[0])
     provenance = provenance_tags(ctx.root, ctx.tracking.params_file)
     name = params.model_name
+    summary = {
+        "challenger": {"alpha": alpha, **metrics},
+        "alphas": [r for r in rows if r["alpha"] is not None],
+        "bicubic": {k: v for k, v in rows[-1].items() if k != "alpha"},
+    }
     with stage_run(ctx.tracking, "register", ctx.params.section("register")) as run:
         client = MlflowClient()
         previous = alias_version(client, name, params.alias)
@@ -300,81 +347,132 @@ def register_step(
             tile=params.serve_tile,
         )
         version = str(info.registered_model_version)
-        version_tags = {
-            "alpha": f"{alpha:g}",
-            **{k: f"{v:.4f}" for k, v in metrics.items()},
-            **provenance,
-            **({EVAL_KEY_TAG: eval_key} if eval_key else {}),
-            "selection.rule": params.selection.rule,
-            "selection.metric": params.selection.metric,
-            "pipeline_run_id": parent_run_id(ctx.tracking),
-            "register_run_id": run.info.run_id,
-        }
-        for key, value in version_tags.items():
-            client.set_model_version_tag(name, version, key, value)
-        client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
+        register_run, parent = run.info.run_id, parent_run_id(ctx.tracking)
+        compared_on = f"data {provenance['data.dvc.md5']}; {eval_key or 'images unknown'}"
 
-        old_figures, how = None, "no champion yet"
-        if previous is not None:
-            champion = client.get_model_version(name, previous)
-            wanted = [m for m in ("psnr_y", params.selection.metric) if m in metrics] or list(metrics)
-            old_figures, how = champion_figures(ctx, client, champion, eval_key, val_dir, wanted)
-        decision = decide(
-            metrics,
-            old_figures,
-            params.selection,
-            champion_version=previous,
-            force=params.force_promote,
-            compared_on=f"data {provenance['data.dvc.md5']}; {eval_key or 'images unknown'}; {how}",
-        )
-        for key, value in decision.tags().items():
-            client.set_model_version_tag(name, version, key, value)
-        if decision.promote:
-            promote(client, name, version, params.alias, decision.reason)
-        champion_version = version if decision.promote else previous
-        link = _run_link(parent_run_id(ctx.tracking), ctx.tracking.experiment_id)
-        client.update_registered_model(name, description=model_description(name, params.alias))
-        client.update_model_version(
-            name, version, description=version_description(alpha, params.selection, decision, metrics, provenance, link)
-        )
-        mlflow.log_metrics({f"challenger_{k}": float(v) for k, v in metrics.items()})
-        mlflow.log_metrics({f"champion_{k}": float(v) for k, v in (old_figures or {}).items()})
-        mlflow.log_params({"challenger_alpha": alpha, "challenger_version": version})
-        mlflow.set_tags(
-            {
-                "decision": decision.label,
-                "decision.reason": decision.reason[:4900],
-                "champion_version": str(champion_version),
-                "previous_champion_version": str(previous),
+        def record(decision: Decision, champion_version: str | None, error: str | None = None) -> dict[str, Any]:
+            """``registered.json`` (no NaN: ``write_json`` refuses it), written as soon as there is a decision."""
+            registered = _registered_record(
+                name, version, alpha, params, decision, previous, champion_version, metrics, register_run, parent
+            )
+            if error is not None:
+                registered["error"] = error
+            registered = json_safe(registered)
+            write_json(registered_file, registered)
+            return registered
+
+        # From here on a version exists: whatever happens, it gets a decision, in its tags and in
+        # registered.json, before the stage stops.
+        decision: Decision | None = None
+        try:
+            version_tags = {
+                "alpha": f"{alpha:g}",
+                **{k: f"{v:.4f}" for k, v in metrics.items()},
+                **provenance,
+                **({EVAL_KEY_TAG: eval_key} if eval_key else {}),
+                "selection.rule": params.selection.rule,
+                "selection.metric": params.selection.metric,
+                "pipeline_run_id": parent,
+                "register_run_id": register_run,
             }
-        )
-        mlflow.log_artifact(str(plot_png))
-        sweep = sweep_images(models, val_dir, ctx.params.model.scale, ctx.params.logging.num_samples)
-        for photo, image in sweep.items():
-            mlflow.log_image(image, f"sweep/{photo}_lr_bicubic_alphas_hr.png")
-        mlflow.log_dict({"rows": rows}, "alpha_comparison.json")
-        register_run = run.info.run_id
-    parent = parent_run_id(ctx.tracking)
-    client.log_artifact(parent, str(plot_png))
-    client.log_metric(parent, "challenger_alpha", alpha)
-    client.set_tag(parent, "decision", f"{decision.label}: {decision.reason}"[:4900])
-    for key, value in metrics.items():
-        client.log_metric(parent, f"challenger_{key}", float(value))
-    finish_parent(ctx.tracking)
-    summary = {
-        "challenger": {"alpha": alpha, **metrics},
-        "alphas": [r for r in rows if r["alpha"] is not None],
-        "bicubic": {k: v for k, v in rows[-1].items() if k != "alpha"},
-    }
-    write_json(summary_file, summary)
-    registered = {
+            for key, value in version_tags.items():
+                client.set_model_version_tag(name, version, key, value)
+            client.set_registered_model_alias(name, CHALLENGER_ALIAS, version)
+
+            old_figures, how = None, "no champion yet"
+            if previous is not None:
+                champion = client.get_model_version(name, previous)
+                wanted = [m for m in ("psnr_y", params.selection.metric) if m in metrics] or list(metrics)
+                old_figures, how = champion_figures(ctx, client, champion, eval_key, val_dir, wanted)
+            decision = decide(
+                metrics,
+                old_figures,
+                params.selection,
+                champion_version=previous,
+                force=params.force_promote,
+                compared_on=f"{compared_on}; {how}",
+                unmeasured=how,
+            )
+            for key, value in decision.tags().items():
+                client.set_model_version_tag(name, version, key, value)
+            if decision.promote:
+                promote(client, name, version, params.alias, decision.reason)
+        except BaseException as exc:
+            line = _first_line(exc)
+            log.debug("the gate failed after registering version %s", version, exc_info=True)
+            decision, champion_version = _decision_after_failure(
+                client, name, version, params.alias, previous, decision, metrics, compared_on, line
+            )
+            record(decision, champion_version, error=line)
+            if not isinstance(exc, Exception):
+                raise  # Ctrl-C, SIGTERM: recorded, and the stage stops as it was told
+            raise RegistryError(
+                f"registered model {name!r}: version {version} was registered but the gate failed ({line}); "
+                f"recorded as {decision.label} in {registered_file}"
+            ) from None
+        champion_version = version if decision.promote else previous
+        registered = record(decision, champion_version)
+        write_json(summary_file, json_safe(summary))
+
+        try:
+            link = _run_link(parent, ctx.tracking.experiment_id)
+            client.update_registered_model(name, description=model_description(name, params.alias))
+            client.update_model_version(
+                name,
+                version,
+                description=version_description(alpha, params.selection, decision, metrics, provenance, link),
+            )
+            mlflow.log_metrics({f"challenger_{k}": v for k, v in metrics.items()})
+            mlflow.log_metrics({f"champion_{k}": v for k, v in (decision.champion or {}).items()})
+            mlflow.log_params({"challenger_alpha": alpha, "challenger_version": version})
+            mlflow.set_tags(
+                {
+                    "decision": decision.label,
+                    "decision.reason": decision.reason[:4900],
+                    "champion_version": str(champion_version),
+                    "previous_champion_version": str(previous),
+                }
+            )
+            mlflow.log_artifact(str(plot_png))
+            sweep = sweep_images(models, val_dir, ctx.params.model.scale, ctx.params.logging.num_samples)
+            for photo, image in sweep.items():
+                mlflow.log_image(image, f"sweep/{photo}_lr_bicubic_alphas_hr.png")
+            mlflow.log_dict({"rows": json_safe(rows)}, "alpha_comparison.json")
+        except (MlflowException, OSError) as exc:
+            raise _logging_failed(name, version, decision, registered_file, exc) from None
+    try:
+        client.log_artifact(parent, str(plot_png))
+        client.log_metric(parent, "challenger_alpha", alpha)
+        client.set_tag(parent, "decision", f"{decision.label}: {decision.reason}"[:4900])
+        for key, value in metrics.items():
+            client.log_metric(parent, f"challenger_{key}", value)
+        finish_parent(ctx.tracking)
+    except (MlflowException, OSError) as exc:
+        raise _logging_failed(name, version, decision, registered_file, exc) from None
+    return registered
+
+
+def _registered_record(
+    name: str,
+    version: str,
+    alpha: float,
+    params: Any,
+    decision: Decision,
+    previous: str | None,
+    champion_version: str | None,
+    metrics: Mapping[str, float],
+    register_run: str,
+    parent: str,
+) -> dict[str, Any]:
+    """What ``registered.json`` says: the version, the gate's decision and why, both models' figures."""
+    return {
         "model_name": name,
         "version": version,
         "alpha": alpha,
         "alias": params.alias if decision.promote else CHALLENGER_ALIAS,
         "decision": decision.label,
         "reason": decision.reason,
-        "forced": bool(params.force_promote and previous),
+        "forced": bool(decision.promote and params.force_promote and previous),
         "champion_version": champion_version,
         "previous_champion_version": previous,
         "comparison": {
@@ -385,9 +483,52 @@ def register_step(
         "model_uri": f"models:/{name}@{params.alias}",
         "version_uri": f"models:/{name}/{version}",
         "onnx_uri": f"models:/{name}/{version}/artifacts/{ONNX_FILE}",
-        "metrics": metrics,
+        "metrics": dict(metrics),
         "register_run_id": register_run,
         "pipeline_run_id": parent,
     }
-    write_json(registered_file, registered)
-    return registered
+
+
+def _decision_after_failure(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    alias: str,
+    previous: str | None,
+    decision: Decision | None,
+    metrics: Mapping[str, float],
+    compared_on: str,
+    line: str,
+) -> tuple[Decision, str | None]:
+    """The decision to record when the gate failed after ``version`` was registered, and the champion.
+
+    A decision to promote stands only if the alias did move; otherwise the version is recorded as
+    not promoted, with the failure as the reason. The tags are written on a best-effort basis (the
+    registry may be what failed); ``registered.json`` is written by the caller either way.
+    """
+    champion_version = previous
+    if decision is not None and decision.promote:
+        try:
+            champion_version = alias_version(client, name, alias)
+        except Exception:  # the registry is down: the alias is unknown, take it as not moved
+            champion_version = previous
+    if decision is None or (decision.promote and champion_version != version):
+        why = f"not promoted: the gate failed ({line})"
+        if decision is not None:
+            why = f"{decision.reason}; but promoting it failed ({line})"
+        decision = Decision(False, why, dict(metrics), decision.champion if decision else None, previous, compared_on)
+    try:
+        for key, value in {**decision.tags(), "decision.error": line}.items():
+            client.set_model_version_tag(name, version, key, value)
+    except Exception:  # best effort: the error raised and registered.json say what happened
+        log.warning("could not record the decision on version %s of %s in the registry", version, name)
+    return decision, champion_version
+
+
+def _logging_failed(
+    name: str, version: str, decision: Decision, registered_file: Path, exc: BaseException
+) -> RegistryError:
+    return RegistryError(
+        f"registered model {name!r}: version {version} was registered ({decision.label}, recorded in "
+        f"{registered_file}) but logging it to MLflow failed: {_first_line(exc)}"
+    )

@@ -4,7 +4,8 @@ reports and tiny generators (the decision is the same as after a full ``dvc repr
 
 The scenario runs in order: first run promoted, a worse run kept as challenger, a better run
 on other data (the champion re-evaluated on the new images) promoted, a forced promotion, two
-rollbacks, a manual promotion.
+rollbacks, a manual promotion, then worse runs against a champion whose figure was deleted or
+spoiled by hand (measured again, kept).
 """
 
 from __future__ import annotations
@@ -307,3 +308,52 @@ def test_unreachable_tracking_server_is_one_line(cli: Any) -> None:
     bad = cli(f"http://127.0.0.1:{free_port()}", "list")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1, bad.stderr
     assert bad.stderr.startswith("esrgan: error:")
+
+
+@pytest.mark.parametrize("bad", [None, "nan", "abc"], ids=["deleted", "nan", "abc"])
+def test_champion_with_an_unusable_figure_is_measured_again_not_beaten(
+    project: Path, env_uri: str, bad: str | None
+) -> None:
+    """Issue 21, case 5: the champion's ``niqe`` tag deleted or set to ``nan`` / ``abc`` by hand.
+    It used to promote a worse challenger (deleted, ``nan``; then a JSON ValueError before
+    ``registered.json``) or leave a version with no decision (``abc``, a traceback)."""
+    from esrgan.evaluation import evaluate_folder
+    from pipeline.registry import load_registered_generator
+
+    c = client(env_uri)
+    champion = aliases(env_uri)["champion"]
+    if "truth" not in STATE:  # the champion's figures on this run's images, as the gate must find them
+        STATE["truth"] = evaluate_folder(
+            load_registered_generator(f"models:/{NAME}/{champion}"),
+            project / "data/val",
+            scale=4,
+            metrics=("psnr_y", "niqe"),
+            progress=False,
+        )["model"]["mean"]
+    truth = STATE["truth"]
+    recorded = c.get_model_version(NAME, champion).tags["niqe"]
+    if bad is None:
+        c.delete_model_version_tag(NAME, champion, "niqe")
+    else:
+        c.set_model_version_tag(NAME, champion, "niqe", bad)
+    try:
+        worse, psnr = truth["niqe"] + 1.0, truth["psnr_y"]
+        rec = register(
+            project,
+            f"run_bad_{bad}",
+            niqe={0.0: worse + 0.5, 0.5: worse, 1.0: worse - 0.5},
+            psnr={0.0: psnr, 0.5: psnr - 0.5, 1.0: 0.0},
+            seed=5,
+        )
+    finally:
+        c.set_model_version_tag(NAME, champion, "niqe", recorded)
+    version = rec["version"]
+    assert rec["decision"] == "kept-champion" and rec["champion_version"] == champion, rec["reason"]
+    assert aliases(env_uri) == {"champion": champion, "challenger": version}
+    assert "re-evaluated" in rec["comparison"]["compared_on"]
+    assert rec["comparison"]["champion"]["niqe"] == pytest.approx(truth["niqe"], abs=1e-6)
+    text = (project / f"outputs/run_bad_{bad}/registered.json").read_text()
+    assert json.loads(text, parse_constant=lambda const: pytest.fail(f"{const} in registered.json")) == rec
+    tags = c.get_model_version(NAME, version).tags
+    assert tags["decision"] == "kept-champion" and tags["decision.champion_version"] == champion
+    assert tags["decision.champion.niqe"] == f"{truth['niqe']:.4f}"
