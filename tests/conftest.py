@@ -19,9 +19,8 @@ def demo_training(tmp_path_factory: pytest.TempPathFactory) -> DemoTraining:
 
 @pytest.fixture(scope="module")
 def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny x4 RRDBNet saved as a .pth (nf 8, 1 block, growth 4; spandrel warns about growth)."""
+    """A tiny x4 RRDBNet saved as a .pth (nf 8, 1 block, growth 4, written zero-padded to growth 32)."""
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("model") / "tiny.pth"
-    with pytest.warns(UserWarning):
-        save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), path)
+    save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), path)
     return path

@@ -10,8 +10,11 @@ Recognised layouts (all converted to BasicSR key names, which ``RRDBNet`` uses):
 * this project's training checkpoints (``{"generator_ema"|"generator": ..., ...}``).
 
 Architecture hyper-parameters are inferred from the tensors, never read from the file's
-metadata. Files are read with ``torch.load(weights_only=True)`` or safetensors, so nothing in
-them is executed.
+metadata, with one exception: :func:`save_generator` writes dense blocks narrower than growth 32
+zero-padded to 32 (spandrel, hence chaiNNer and ComfyUI, builds every ESRGAN with growth 32) and
+records the true growth beside the tensors (:data:`GROWTH_KEY`, :data:`GROWTH_METADATA`); the
+loader slices such a file back to its real width. Files are read with
+``torch.load(weights_only=True)`` or safetensors, so nothing in them is executed.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ StateDict = dict[str, torch.Tensor]
 #: Wrapper keys that hold a generator state dict, in order of preference.
 WRAPPER_KEYS = ("params_ema", "params", "generator_ema", "generator", "state_dict", "model")
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".ckpt", ".safetensors")
+#: The dense-block growth spandrel (chaiNNer, ComfyUI) hard-codes for ESRGAN.
+SPANDREL_GROWTH = 32
+#: Top-level ``.pth`` key, beside ``params_ema``, holding the true growth of a zero-padded file
+#: (spandrel unwraps ``params_ema`` and never looks at its siblings).
+GROWTH_KEY = "esrgan_num_grow"
+#: The same record in a ``.safetensors`` header's ``__metadata__`` (a string, as the format requires).
+GROWTH_METADATA = "esrgan.num_grow"
 
 
 class CheckpointError(EsrganError, ValueError):
@@ -49,13 +59,19 @@ def read_state_file(path: str | os.PathLike[str]) -> Mapping[str, object]:
     if not path.is_file():
         raise CheckpointError(f"{path}: no such file")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorError
+        from safetensors import SafetensorError, safe_open
         from safetensors.torch import load_file
 
         try:
-            return load_file(str(path), device="cpu")
+            tensors: dict[str, object] = dict(load_file(str(path), device="cpu"))
+            with safe_open(str(path), framework="pt") as fh:
+                metadata = fh.metadata() or {}
         except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{path}: not a readable safetensors file ({_first_line(exc)})") from None
+        if GROWTH_METADATA in metadata:  # the padded-growth record, at the top level as in a .pth
+            record = metadata[GROWTH_METADATA]
+            tensors[GROWTH_KEY] = int(record) if record.isdigit() else record
+        return tensors
     with open(path, "rb") as fh:
         head = fh.read(4)
     if not head:
@@ -282,6 +298,9 @@ def load_generator(source: str | os.PathLike[str] | Mapping[str, object], strict
     try:
         state = to_basicsr_layout(unwrap_state_dict(obj, origin))
         config = infer_config(state)
+        record = obj.get(GROWTH_KEY) if isinstance(obj, Mapping) else None
+        if record is not None:
+            state, config = unpad_growth(state, config, record)
         model = RRDBNet(**config)
         state = {k: v.float() for k, v in state.items()}
         _check_fit(model, state, strict)
@@ -298,23 +317,96 @@ def load_generator(source: str | os.PathLike[str] | Mapping[str, object], strict
 def save_generator(model: RRDBNet, path: str | os.PathLike[str]) -> Path:
     """Write ``model`` atomically as ``.pth`` (BasicSR layout under ``params_ema``) or ``.safetensors``.
 
-    Both are what spandrel (chaiNNer, ComfyUI) recognises as ESRGAN.
+    Both are what spandrel (chaiNNer, ComfyUI) recognises as ESRGAN. spandrel builds every ESRGAN
+    with growth 32, so narrower dense blocks are written zero-padded to 32 (:func:`pad_growth`,
+    exact: the extra channels stay zero) with the true growth recorded beside the tensors, which
+    :func:`load_generator` uses to read the file back as ``model``'s own architecture. Wider
+    growth cannot be padded: such a file opens here only, and a warning says so.
     """
     path = Path(path)
-    if model.num_grow != 32:
-        # spandrel (chaiNNer, ComfyUI) hard-codes growth 32 for ESRGAN; our loader infers it.
+    if path.suffix not in (".safetensors", ".pth", ".pt"):
+        raise ValueError(f"{path}: unsupported generator format, use .pth or .safetensors")
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    grow: int | None = None
+    if model.num_grow < SPANDREL_GROWTH:
+        grow, state = model.num_grow, pad_growth(state, model.num_feat, model.num_grow)
+    elif model.num_grow > SPANDREL_GROWTH:
         warnings.warn(
-            f"{path}: num_grow={model.num_grow}; spandrel-based tools only load ESRGAN models with growth 32",
+            f"{path}: num_grow={model.num_grow} is wider than the growth 32 spandrel-based tools (chaiNNer, "
+            "ComfyUI) build, so they cannot load this file; esrgan's own loader can",
             stacklevel=2,
         )
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     if path.suffix == ".safetensors":
         from safetensors.torch import save as save_bytes
 
-        return write_bytes(path, _canonical_safetensors(save_bytes(state, metadata={"format": "pt", "arch": "ESRGAN"})))
-    if path.suffix in (".pth", ".pt"):
-        return write_bytes(path, generator_pth_bytes(state))
-    raise ValueError(f"{path}: unsupported generator format, use .pth or .safetensors")
+        metadata = {"format": "pt", "arch": "ESRGAN"} | ({GROWTH_METADATA: str(grow)} if grow else {})
+        return write_bytes(path, _canonical_safetensors(save_bytes(state, metadata=metadata)))
+    return write_bytes(path, generator_pth_bytes(state, grow))
+
+
+_DENSE_CONV = re.compile(r"^body\.\d+\.rdb\d\.conv([1-5])\.(weight|bias)$")
+
+
+def _dense_index(conv: int, num_feat: int, grow: int, width: int) -> tuple[int, torch.Tensor]:
+    """Where the real channels of dense conv ``conv`` sit in its growth-``width`` version: the number
+    of real output filters, and the indices of its real input channels. The input is
+    ``cat(x, x1, ..., x{conv-1})``: ``num_feat`` channels, then per earlier conv ``grow`` real ones
+    each followed by its ``width - grow`` padding."""
+    outputs = num_feat if conv == 5 else grow
+    parts = [torch.arange(num_feat)] + [torch.arange(grow) + num_feat + j * width for j in range(conv - 1)]
+    return outputs, torch.cat(parts)
+
+
+def pad_growth(state: Mapping[str, torch.Tensor], num_feat: int, grow: int, width: int = SPANDREL_GROWTH) -> StateDict:
+    """The same network with its dense blocks widened from growth ``grow`` to ``width`` by zeros.
+
+    conv1..conv4 get zero filters (and zero bias) for the extra outputs, so those channels are
+    LeakyReLU(0) = 0; conv2..conv5 get zero weights for every padded input channel. The output is
+    the same up to the order of floating-point sums.
+    """
+    out: StateDict = {}
+    for key, value in state.items():
+        m = _DENSE_CONV.match(key)
+        if not m:
+            out[key] = value
+            continue
+        conv, kind = int(m.group(1)), m.group(2)
+        n_out, index = _dense_index(conv, num_feat, grow, width)
+        wide_out = num_feat if conv == 5 else width
+        if kind == "bias":
+            padded = value.new_zeros(wide_out)
+            padded[:n_out] = value
+        else:
+            padded = value.new_zeros(wide_out, num_feat + (conv - 1) * width, *value.shape[2:])
+            padded[:n_out, index] = value
+        out[key] = padded
+    return out
+
+
+def unpad_growth(state: StateDict, config: dict[str, int], record: object) -> tuple[StateDict, dict[str, int]]:
+    """Undo :func:`pad_growth` for a file that records its true growth ``record``.
+
+    Raises:
+        CheckpointError: the record is not a growth below the file's, or a padded channel is not zero.
+    """
+    width = config["num_grow"]
+    if isinstance(record, bool) or not isinstance(record, int) or not 1 <= record < width:
+        raise CheckpointError(f"{GROWTH_KEY} {record!r} is not a growth below the file's {width}")
+    out: StateDict = {}
+    for key, value in state.items():
+        m = _DENSE_CONV.match(key)
+        if not m:
+            out[key] = value
+            continue
+        conv, kind = int(m.group(1)), m.group(2)
+        n_out, index = _dense_index(conv, config["num_feat"], record, width)
+        out[key] = value[:n_out].clone() if kind == "bias" else value[:n_out, index].clone()
+        if not torch.equal(pad_growth({key: out[key]}, config["num_feat"], record, width)[key], value):
+            raise CheckpointError(
+                f"{GROWTH_KEY} says growth {record} padded to {width}, but {key} has non-zero values "
+                "in the padding (edited after it was written?)"
+            )
+    return out, {**config, "num_grow": record}
 
 
 def _canonical_safetensors(raw: bytes) -> bytes:
@@ -326,14 +418,15 @@ def _canonical_safetensors(raw: bytes) -> bytes:
     return len(header).to_bytes(8, "little") + header + raw[8 + size :]
 
 
-def generator_pth_bytes(state: Mapping[str, torch.Tensor]) -> bytes:
+def generator_pth_bytes(state: Mapping[str, torch.Tensor], num_grow: int | None = None) -> bytes:
     """The ``.pth`` bytes of a generator state dict: a function of the tensors alone.
 
     ``torch.save`` to a *path* names the archive's top folder after the file, and atomic writes
     go through a randomly named temporary file, so the same weights gave different bytes each
     time (and DVC re-ran every later stage). A buffer always gets the folder name ``archive``,
-    and the zip entries carry no timestamps, so equal weights give equal files.
+    and the zip entries carry no timestamps, so equal weights give equal files. ``num_grow``, for
+    a zero-padded state, is recorded as :data:`GROWTH_KEY` beside ``params_ema``.
     """
     buf = io.BytesIO()
-    torch.save({"params_ema": dict(state)}, buf)
+    torch.save({"params_ema": dict(state)} | ({GROWTH_KEY: num_grow} if num_grow else {}), buf)
     return buf.getvalue()

@@ -61,8 +61,7 @@ def registered(servers: tuple[S3Server, str], tmp_path_factory: pytest.TempPathF
     folder = tmp_path_factory.mktemp("gen")
     for seed in (1, 2):
         torch.manual_seed(seed)
-        with pytest.warns(UserWarning, match="num_grow"):
-            path = save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), folder / f"g{seed}.pth")
+        path = save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), folder / f"g{seed}.pth")
         with mlflow.start_run():
             log_generator_model(path, registered_model_name=NAME)
     client = MlflowClient(tracking_uri=url)
