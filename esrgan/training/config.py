@@ -141,6 +141,26 @@ class LossWeights(_Strict):
     chroma: float = Field(0.0, ge=0)
 
 
+class InitConfig(_Strict):
+    """Weights a stage starts from instead of random ones (BasicSR's ``pretrain_network_g``).
+
+    ``generator`` names a source: a local file here; the pipeline also resolves ``s3://`` URIs,
+    ``https://...#sha256=<hex>`` URLs and registry URIs (``models:/NAME@ALIAS``) to a local file
+    before training. ``param_key`` picks the weights inside the file: ``auto`` prefers
+    ``params_ema``, then ``params`` (as BasicSR), else names the key (BasicSR's ``param_key_g``).
+    """
+
+    generator: str | None = Field(None, min_length=1, max_length=4096)
+    param_key: str = Field("auto", min_length=1, max_length=200)
+
+
+class GANInitConfig(InitConfig):
+    """The GAN stage's sources: ``generator`` (default: the PSNR stage's output) and the
+    ``discriminator`` (this project's layout or BasicSR's ``VGGStyleDiscriminator``, ``net_d_*.pth``)."""
+
+    discriminator: str | None = Field(None, min_length=1, max_length=4096)
+
+
 class StageConfig(_Strict):
     """What both stages share. Intervals are in iterations; ``val_every: 0`` disables validation."""
 
@@ -155,13 +175,24 @@ class StageConfig(_Strict):
 
 
 class PSNRStageConfig(StageConfig):
-    """Stage 1: L1 only."""
+    """Stage 1: L1 only. ``iterations: 0`` with ``init.generator`` makes those weights the PSNR
+    model as they are (a released ``RRDB_PSNR_x4.pth``, say); more iterations continue from them."""
+
+    iterations: int = Field(ge=0, le=MAX_COUNT)
+    init: InitConfig = Field(default_factory=InitConfig)
+
+    @model_validator(mode="after")
+    def _zero_needs_init(self) -> PSNRStageConfig:
+        if self.iterations == 0 and self.init.generator is None:
+            raise ValueError("iterations 0 means 'the PSNR model is init.generator': set init.generator")
+        return self
 
 
 class GANStageConfig(StageConfig):
     """Stage 2: G from stage 1, D trained every iteration. ``optimizer`` is G's."""
 
     optimizer_d: OptimizerConfig
+    init: GANInitConfig = Field(default_factory=GANInitConfig)
     discriminator: DiscriminatorConfig = Field(default_factory=DiscriminatorConfig)
     perceptual: PerceptualConfig = Field(default_factory=PerceptualConfig)
     loss_weights: LossWeights = Field(default_factory=LossWeights)

@@ -37,7 +37,8 @@ from tqdm import tqdm
 
 from esrgan.fileio import atomic_write, write_json
 from esrgan.losses import PerceptualLoss
-from esrgan.models import RRDBNet, VGGDiscriminator, load_generator, save_generator
+from esrgan.models import RRDBNet, VGGDiscriminator, save_generator
+from esrgan.models.init_weights import load_init_discriminator, load_init_generator
 from esrgan.training import distributed as dist_utils
 from esrgan.training.callbacks import Callbacks, as_callbacks
 from esrgan.training.config import GANStageConfig, TrainConfig, parse_config
@@ -145,6 +146,7 @@ def train(
     init_generator: PathLike | None = None,
     resume: bool = False,
     callbacks: Callbacks | Sequence[Callbacks] | None = None,
+    init_discriminator: PathLike | None = None,
 ) -> TrainResult:
     """Run one training stage.
 
@@ -154,7 +156,13 @@ def train(
         hr_dir, lr_dir: training pairs (``esrgan.data.PairedPatchDataset`` folders).
         val_hr_dir, val_lr_dir: whole validation images; ``None`` skips validation.
         out_dir: run folder (created).
-        init_generator: stage-1 generator file, required for ``"gan"`` unless resuming.
+        init_generator: the generator to start from (any layout ``load_generator`` reads, weights
+            chosen by ``auto``): required for ``"gan"`` unless resuming (the stage-1 generator);
+            for ``"psnr"``, released weights to continue from. Default: the stage's
+            ``init.generator`` with its ``init.param_key``. With ``iterations: 0`` the PSNR stage
+            writes these weights as its model, validated but untrained.
+        init_discriminator: the GAN stage's discriminator to start from (this project's layout
+            or BasicSR's); default: ``finetune_gan.init.discriminator``, else random.
         resume: continue from the newest checkpoint in ``out_dir`` (fresh start if none).
         callbacks: observers of logs, validations and checkpoints (rank 0 only).
 
@@ -195,15 +203,14 @@ def train(
     torch.manual_seed(rt.seed)
     generator = RRDBNet(**cfg.model.model_dump())
     checkpoint = latest_checkpoint(out_dir) if resume else None
-    if stage == "gan" and checkpoint is None:
-        if init_generator is None:
-            raise ValueError("the GAN stage needs init_generator (the stage-1 generator file)")
-        initial = load_generator(init_generator)
-        if initial.config != generator.config:
-            raise ValueError(
-                f"{init_generator}: generator architecture {initial.config} differs from the config's {generator.config}"
-            )
+    # An explicit file is read as it is (the pipeline passes sources it resolved and re-saved);
+    # the config's own source is read with its param_key.
+    g_source, g_key = (init_generator, "auto") if init_generator is not None else (sc.init.generator, sc.init.param_key)
+    if checkpoint is None and g_source is not None:
+        initial = load_init_generator(g_source, g_key, expected=generator.config)
         generator.load_state_dict(initial.state_dict())
+    elif stage == "gan" and checkpoint is None:
+        raise ValueError("the GAN stage needs init_generator (the stage-1 generator file)")
     # torch's overloads of Module.to omit (device, memory_format=...), which it accepts.
     generator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
     opt_g = torch.optim.Adam(
@@ -217,6 +224,13 @@ def train(
     opt_d, scaler_d = None, None
     if isinstance(sc, GANStageConfig):
         discriminator = VGGDiscriminator(sc.data.patch_size, cfg.model.out_ch, sc.discriminator.num_feat)
+        d_source, d_key = (
+            (init_discriminator, "auto")
+            if init_discriminator is not None
+            else (sc.init.discriminator, sc.init.param_key)
+        )
+        if checkpoint is None and d_source is not None:
+            load_init_discriminator(d_source, discriminator, d_key)
         if ctx.distributed and cuda and sc.discriminator.sync_batchnorm:
             discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
         discriminator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
@@ -276,7 +290,7 @@ def train(
         pin_memory=cuda,
         generator=torch.Generator().manual_seed(rt.seed),  # worker seeds without touching the global RNG
     )
-    batches = iter(loader)
+    batches = iter(loader) if start < sc.iterations else None  # no worker processes when nothing trains
     validator = None
     if ctx.is_main and val_hr_dir is not None and sc.val_every > 0:
         val_set = PairedImageDataset(val_hr_dir, val_lr_dir, scale=cfg.model.scale)
@@ -341,6 +355,7 @@ def train(
             # learning rate of this iteration, a pure function of the step
             lr_g = lr_at(step, sc.optimizer.lr, sc.schedule, sc.iterations)
             set_lr(opt_g, lr_g)
+            assert batches is not None
             batch = next(batches)
             lr_img = batch["lr"].to(device, non_blocking=True, memory_format=memory_format)
             hr_img = batch["hr"].to(device, non_blocking=True, memory_format=memory_format)
@@ -400,6 +415,10 @@ def train(
                 _restore(previous_threads, previous_det)
                 raise TrainingPreempted(done, last_checkpoint)
     pbar.close()
+    if sc.iterations == 0 and validator is not None:  # the init weights as they are: measured once
+        val_metrics, images = validator(ema.module if ema is not None else generator, 0)
+        metrics |= val_metrics
+        cb.on_validation(0, val_metrics, images)
 
     # ---- export ----------------------------------------------------------------------------------
     del batches  # stops the worker processes
