@@ -28,12 +28,11 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +43,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 
 from esrgan.training.callbacks import Callbacks
-from pipeline.errors import TrackingUnavailable
+from pipeline.errors import TrackingUnavailable, redact
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +53,11 @@ TAG_STAGE = "esrgan.stage"
 TAG_LAUNCHER = "esrgan.launcher"
 #: Seconds the up-front probe of an HTTP tracking server may take.
 CONNECT_TIMEOUT_S = 5.0
+#: MLflow's HTTP client retries a dead server for minutes (7 tries, exponential backoff); a command
+#: a person waits for sets these (unless already set) so a failure after the probe is seconds too.
+FAIL_FAST_HTTP_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+#: The probe's request: a read every MLflow server answers (200, or 401/403 behind auth).
+PROBE_ENDPOINT = "/api/2.0/mlflow/registered-models/search?max_results=1"
 #: MLflow 3's UI opens an experiment in its GenAI view unless this tag says it trains a model.
 EXPERIMENT_TAGS = {"mlflow.experimentKind": "custom_model_development"}
 
@@ -67,26 +71,118 @@ class Tracking:
     params_file: Path | None = None
 
 
+def _split_credentials(uri: str) -> tuple[str, tuple[str, str] | None]:
+    """``scheme://user:pw@host/path`` -> ``("scheme://host/path", ("user", "pw"))`` (percent-decoded)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    userinfo, at, hostport = parts.netloc.rpartition("@")
+    if not at:
+        return uri, None
+    user, _, password = userinfo.partition(":")
+    return urlunsplit(parts._replace(netloc=hostport)), (unquote(user), unquote(password))
+
+
+def adopt_uri_credentials(uri: str) -> str:
+    """``uri`` without its userinfo, which moves to ``MLFLOW_TRACKING_USERNAME``/``PASSWORD``.
+
+    MLflow sends a URI's userinfo as HTTP basic auth, but it also prints the URI (run links on
+    stdout, error messages): without the userinfo nothing it writes can hold the password.
+    Credentials already in the environment win, as they do in MLflow's own client.
+    """
+    base, creds = _split_credentials(uri)
+    if creds is None or not uri.startswith(("http://", "https://")):
+        return uri
+    if not (os.environ.get("MLFLOW_TRACKING_USERNAME") and os.environ.get("MLFLOW_TRACKING_PASSWORD")):
+        os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = creds
+    return base
+
+
+def _reason(exc: BaseException, timeout: float) -> str:
+    """A few words on why a request failed (``Connection refused``, ``Name or service not known``)."""
+    import requests
+
+    if isinstance(exc, requests.exceptions.Timeout) and not isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no answer within {timeout:g} s"
+    text = str(exc)
+    if found := re.search(r"\[(?:Errno -?\d+|SSL: \w+)\] ([^'\")(\]]+)", text):
+        return found.group(1).strip()
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return f"no connection within {timeout:g} s"
+    return type(exc).__name__
+
+
 def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     """Fail within about ``timeout`` seconds when an HTTP(S) tracking server does not answer.
 
-    Any HTTP answer counts (an auth proxy's 401 too): only "nobody there" is refused, with one
-    line naming the URI. Non-HTTP stores (sqlite, file) need no probe.
+    The probe authenticates as MLflow's client would (the URI's userinfo, or
+    ``MLFLOW_TRACKING_USERNAME``/``PASSWORD`` or ``MLFLOW_TRACKING_TOKEN``, and its TLS settings).
+    Any answer from an MLflow API counts (an auth proxy's 401 too: the real call reports it);
+    refused are "nobody there", a TLS failure, and a server that answers 404 or a page that is
+    not JSON for the MLflow API (not an MLflow server, or a URI without its path prefix), each
+    with one line naming the URI, credentials masked. Non-HTTP stores (sqlite, file) need no probe.
     """
     if not uri.startswith(("http://", "https://")):
         return
+    import requests
+    from mlflow.utils.credentials import get_default_host_creds
+
+    base, url_creds = _split_credentials(uri)
+    base = base.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+    shown = redact(uri)
+    creds = get_default_host_creds(base)
+    headers: dict[str, str] = {}
+    auth: tuple[str, str] | None = None
+    if creds.username and creds.password:
+        auth = (creds.username, creds.password)
+    elif creds.token:
+        headers["Authorization"] = f"Bearer {creds.token}"
+    elif url_creds is not None:
+        auth = url_creds
+    verify: bool | str = False if creds.ignore_tls_verification else (creds.server_cert_path or True)
     start = time.monotonic()
     try:
-        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout):
-            return
-    except urllib.error.HTTPError:
-        return
-    except (urllib.error.URLError, OSError, ValueError) as exc:
-        reason = getattr(exc, "reason", exc)
+        answer = requests.get(
+            base + PROBE_ENDPOINT,
+            auth=auth,
+            headers=headers,
+            timeout=(timeout, timeout),
+            verify=verify,
+            cert=creds.client_cert_path,
+            allow_redirects=True,
+        )
+    except requests.exceptions.SSLError as exc:
         raise TrackingUnavailable(
-            f"MLflow tracking server {uri} is unreachable ({reason}; gave up after "
+            f"MLflow tracking server {shown}: TLS failed ({_reason(exc, timeout)}); set "
+            "MLFLOW_TRACKING_SERVER_CERT_PATH to its CA bundle (or MLFLOW_TRACKING_INSECURE_TLS=true)"
+        ) from None
+    except (requests.exceptions.RequestException, OSError, ValueError) as exc:
+        raise TrackingUnavailable(
+            f"MLflow tracking server {shown} is unreachable ({_reason(exc, timeout)}; gave up after "
             f"{time.monotonic() - start:.1f} s): start it, or unset MLFLOW_TRACKING_URI to use ./mlflow.db"
         ) from None
+    api = PROBE_ENDPOINT.split("?")[0]
+    if answer.status_code == 404 and "error_code" not in answer.text[:2000]:
+        raise TrackingUnavailable(
+            f"MLflow tracking URI {shown} answered 404 Not Found for the MLflow API "
+            f"({api}): not an MLflow tracking server, or the URI lacks its path prefix"
+        )
+    if answer.ok and not _is_json(answer.text):
+        raise TrackingUnavailable(
+            f"MLflow tracking URI {shown} answered the MLflow API ({api}) with a page that is not JSON "
+            f"({answer.headers.get('Content-Type', 'no content type')}): not an MLflow tracking server "
+            "(or a login page in front of it)"
+        )
+
+
+def _is_json(text: str) -> bool:
+    import json
+
+    try:
+        json.loads(text)
+    except ValueError:
+        return False
+    return True
 
 
 def configure(root: Path, experiment: str, params_file: Path | None = None) -> Tracking:
@@ -97,6 +193,7 @@ def configure(root: Path, experiment: str, params_file: Path | None = None) -> T
     """
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
     check_reachable(uri)
+    uri = adopt_uri_credentials(uri)
     mlflow.set_tracking_uri(uri)
     if mlflow.get_experiment_by_name(experiment) is None:
         location = None
