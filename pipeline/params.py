@@ -259,10 +259,28 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
     return problems
 
 
+#: ``model: auto``: the architecture is read from the init generator (a released file, the champion).
+AUTO_MODEL = "auto"
+
+
+def _auto_model(data: dict[str, Any], origin: str) -> dict[str, int]:
+    from pipeline.init_sources import InitSourceError, auto_model
+
+    try:
+        return auto_model(data, Path.cwd())
+    except InitSourceError as exc:
+        raise ParamsError(f"{origin}: model: auto: {exc}") from None
+
+
 def parse_params(data: Any, origin: str = "params") -> PipelineParams:
-    """Validate a whole ``params.yaml`` document; :class:`ParamsError` lists every problem, one per line."""
+    """Validate a whole ``params.yaml`` document; :class:`ParamsError` lists every problem, one per line.
+
+    ``model: auto`` is replaced by the architecture of the init generator, read from its file.
+    """
     if not isinstance(data, dict):
         raise ParamsError(f"{origin}: expected a mapping at the top level")
+    if data.get("model") == AUTO_MODEL:
+        data = {**data, "model": _auto_model(data, origin)}
     problems: list[str] = []
     params = None
     try:

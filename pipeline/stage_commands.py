@@ -47,16 +47,30 @@ def _extract(args: argparse.Namespace) -> int:
     return _print(extract_patches_step(_ctx(args), args.data, args.out, args.metrics))
 
 
+def _resolve_init(args: argparse.Namespace) -> int:
+    from pipeline.steps.resolve_init import resolve_init_step
+
+    return _print(resolve_init_step(_ctx(args), args.out))
+
+
 def _psnr(args: argparse.Namespace) -> int:
     from pipeline.steps.train import pretrain_psnr_step
 
-    return _print(pretrain_psnr_step(_ctx(args), args.patches, args.run_dir, args.model_out, args.metrics))
+    ctx = _ctx(args)
+    return _print(
+        pretrain_psnr_step(ctx, args.patches, args.run_dir, args.model_out, args.metrics, init_dir=args.init_dir)
+    )
 
 
 def _gan(args: argparse.Namespace) -> int:
     from pipeline.steps.train import finetune_gan_step
 
-    return _print(finetune_gan_step(_ctx(args), args.patches, args.init, args.run_dir, args.model_out, args.metrics))
+    ctx = _ctx(args)
+    return _print(
+        finetune_gan_step(
+            ctx, args.patches, args.init, args.run_dir, args.model_out, args.metrics, init_dir=args.init_dir
+        )
+    )
 
 
 def _interpolate(args: argparse.Namespace) -> int:
@@ -116,9 +130,13 @@ def add_stage_parsers(sub: argparse._SubParsersAction) -> None:
     s = _paths(st.add_parser("extract_patches"), "--data", "--out", "--metrics")
     s.set_defaults(handler=_extract)
 
+    _paths(st.add_parser("resolve_init"), "--out").set_defaults(handler=_resolve_init)
+    init_help = "the resolve_init stage's folder for this stage (default: resolve the init sources here)"
     s = _paths(st.add_parser("pretrain_psnr"), "--patches", "--run-dir", "--model-out", "--metrics")
+    s.add_argument("--init-dir", type=Path, help=init_help)
     s.set_defaults(handler=_psnr)
     s = _paths(st.add_parser("finetune_gan"), "--patches", "--init", "--run-dir", "--model-out", "--metrics")
+    s.add_argument("--init-dir", type=Path, help=init_help)
     s.set_defaults(handler=_gan)
 
     s = _paths(st.add_parser("interpolate"), "--psnr", "--gan")

@@ -1,7 +1,8 @@
 """Object storage (AWS S3 and S3-compatible stores: MinIO, SeaweedFS, Ceph) through boto3.
 
-Every direct object-store access of the project goes through this module; today that is one
-call, :func:`download_prefix`, which fetches a KFP run's dataset (:mod:`pipeline.data_source`).
+Every direct object-store access of the project goes through this module: :func:`download_prefix`
+fetches a KFP run's dataset (:mod:`pipeline.data_source`), :func:`download_object` the weights an
+``init`` source names (:mod:`pipeline.init_sources`).
 DVC (``dvc-s3``) and MLflow (its S3 artifact repository) bring their own clients, configured as
 in docs/team-setup.md.
 
@@ -303,6 +304,23 @@ def download_prefix(uri: str | S3Uri, local: str | Path, s3: S3Client | None = N
         shutil.rmtree(staging, ignore_errors=True)
     log.info("downloaded %d objects from %s to %s", len(keys), target, dest)
     return dest
+
+
+def download_object(uri: str | S3Uri, local: str | Path, s3: S3Client | None = None) -> Path:
+    """Download one object to the file ``local``, atomically (an existing ``local`` stays whole
+    until the new copy has arrived)."""
+    from esrgan.fileio import atomic_write
+
+    target = uri if isinstance(uri, S3Uri) else parse_s3_uri(uri)
+    s3 = s3 or client()
+
+    def fetch(tmp: str) -> None:
+        try:
+            s3.download_file(target.bucket, target.key, tmp)
+        except Exception as exc:
+            raise explain(exc, "download", target, _endpoint_of(s3)) from exc
+
+    return atomic_write(local, fetch)
 
 
 def _swap_in(staging: Path, dest: Path) -> None:

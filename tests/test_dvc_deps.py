@@ -16,6 +16,7 @@ PROJECT_PACKAGES = ("esrgan", "pipeline")
 
 #: What each stage's ``esrgan stage`` command runs: this step module (and everything it imports).
 STAGE_ROOTS = {
+    "resolve_init": "pipeline.steps.resolve_init",
     "extract_patches": "pipeline.steps.extract",
     "pretrain_psnr": "pipeline.steps.train",
     "finetune_gan": "pipeline.steps.train",

@@ -10,6 +10,7 @@ import io
 import json
 import logging
 import math
+import re
 import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -131,6 +132,15 @@ def draw_plot(rows: Sequence[Mapping[str, Any]], chosen_alpha: float, path: Path
 
 
 EVAL_KEY_TAG = "eval.key"
+#: Tags the training stages set on the pipeline's parent run: where each network started from.
+INIT_TAG = re.compile(r"(pretrain_psnr|finetune_gan)\.init\.(generator|discriminator)")
+
+
+def _init_lineage(client: MlflowClient, run_id: str) -> dict[str, str]:
+    """The ``<stage>.init.<network>`` tags of the pipeline's parent run (none: trained from scratch)."""
+    run = client.get_run(run_id)
+    tags = getattr(getattr(run, "data", None), "tags", None) or {}
+    return {k: v for k, v in tags.items() if INIT_TAG.fullmatch(k)}
 
 
 def image_fingerprint(report: Mapping[str, Any]) -> str | None:
@@ -261,8 +271,10 @@ def version_description(
     metrics: Mapping[str, float],
     provenance: Mapping[str, str],
     link: str,
+    lineage: Mapping[str, str] | None = None,
 ) -> str:
-    """The version's description: alpha, why this alpha won, the gate's decision, figures, provenance."""
+    """The version's description: alpha, why this alpha won, the gate's decision, figures, provenance,
+    and (``lineage``: ``<section>.init.<network>`` -> resolution) the weights training started from."""
     if rule.rule == "fixed":
         why_alpha = f"rule `fixed`: alpha {rule.alpha:g} is set in params.yaml"
     else:
@@ -279,7 +291,8 @@ def version_description(
         f"- Data: `data.dvc` md5 `{provenance.get('data.dvc.md5', 'unknown')}`; "
         f"git commit `{provenance.get('git.commit', 'unknown')}`"
         f"{' (dirty tree)' if provenance.get('git.dirty') == 'true' else ''}.\n"
-        f"- Produced by {link}."
+        + "".join(f"- Fine-tuned from {value} (`{key}`).\n" for key, value in sorted((lineage or {}).items()))
+        + f"- Produced by {link}."
     )
 
 
@@ -364,8 +377,11 @@ def register_step(
         # From here on a version exists: whatever happens, it gets a decision, in its tags and in
         # registered.json, before the stage stops.
         decision: Decision | None = None
+        lineage: dict[str, str] = {}
         try:
+            lineage = _init_lineage(client, parent)
             version_tags = {
+                **lineage,
                 "alpha": f"{alpha:g}",
                 **{k: f"{v:.4f}" for k, v in metrics.items()},
                 **provenance,
@@ -420,7 +436,7 @@ def register_step(
             client.update_model_version(
                 name,
                 version,
-                description=version_description(alpha, params.selection, decision, metrics, provenance, link),
+                description=version_description(alpha, params.selection, decision, metrics, provenance, link, lineage),
             )
             mlflow.log_metrics({f"challenger_{k}": v for k, v in metrics.items()})
             mlflow.log_metrics({f"champion_{k}": v for k, v in (decision.champion or {}).items()})

@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import mlflow
+from mlflow.tracking import MlflowClient
 
 from esrgan.training import TrainResult, train
 from esrgan.training.config import STAGE_SECTIONS
 from pipeline.errors import StageInputError
 from pipeline.steps.context import StepContext
-from pipeline.tracking import MlflowCallbacks, stage_run
+from pipeline.tracking import MlflowCallbacks, parent_run_id, stage_run
+
+if TYPE_CHECKING:
+    from pipeline.init_sources import StageInit
 
 
 def _finish(result: TrainResult, model_out: Path, metrics_file: Path) -> dict[str, Any]:
@@ -158,7 +165,9 @@ def check_training_inputs(
         raise StageInputError(problems)
 
 
-def _input_fingerprint(ctx: StepContext, stage_section: str, patches_dir: Path, init: Path | None) -> dict[str, Any]:
+def _input_fingerprint(
+    ctx: StepContext, stage_section: str, patches_dir: Path, init: Path | None, init_discriminator: Path | None = None
+) -> dict[str, Any]:
     """What makes checkpoints resumable: the stage's own settings and inputs (not logging, not the other stage)."""
     import hashlib
 
@@ -166,12 +175,31 @@ def _input_fingerprint(ctx: StepContext, stage_section: str, patches_dir: Path, 
         return hashlib.sha256(path.read_bytes()).hexdigest()
 
     summary = patches_dir / "train" / "summary.json"
-    return {
+    fingerprint = {
         "stage": stage_section,
         "config": _sections(ctx, stage_section),
         "patches": file_hash(summary) if summary.is_file() else None,
         "init": file_hash(init) if init is not None else None,
     }
+    if init_discriminator is not None:
+        fingerprint["init_discriminator"] = file_hash(init_discriminator)
+    return fingerprint
+
+
+@contextmanager
+def _stage_init(ctx: StepContext, section: str, init_dir: Path | None) -> Iterator[StageInit]:
+    """The stage's resolved ``init`` sources: read from ``init_dir`` (the resolve_init stage wrote
+    it), else resolved here into a temporary folder (a KFP pod fetches its sources itself)."""
+    from pipeline.init_sources import StageInit, read_stage_init, resolve_stage_init, sources_of
+
+    if init_dir is not None:
+        yield read_stage_init(init_dir)
+    elif not sources_of(ctx.params, section):
+        yield StageInit(None, None, {})
+    else:
+        with tempfile.TemporaryDirectory() as tmp:
+            resolve_stage_init(ctx.params, section, Path(tmp), ctx.root)
+            yield read_stage_init(Path(tmp))
 
 
 def _sections(ctx: StepContext, stage_section: str) -> dict[str, Any]:
@@ -191,34 +219,62 @@ def _train_stage(
     model_out: Path,
     metrics_file: Path,
     resume: bool,
+    init_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Both stages: check the inputs, start fresh or resume, train in the stage's MLflow run."""
+    """Both stages: check the inputs, start fresh or resume, train in the stage's MLflow run.
+
+    ``init`` is the generator the stage starts from unless its ``init.generator`` source is set
+    (the GAN stage: the PSNR model); ``init_dir`` holds the resolved sources (see :func:`_stage_init`).
+    """
     section = STAGE_SECTIONS[stage]
     outputs = {"model output": model_out, "metrics file": metrics_file}
-    check_training_inputs(ctx, patches_dir, init, run_dir, outputs, stage)
-    _fresh_or_resumable(run_dir, _input_fingerprint(ctx, section, patches_dir, init))
-    train_dir, val_dir = patches_dir / "train", patches_dir / "val"
-    with stage_run(ctx.tracking, section, _sections(ctx, section)):
-        result = train(
-            stage,
-            ctx.params.train_config(),
-            train_dir / "hr",
-            train_dir / "lr",
-            val_dir / "hr",
-            val_dir / "lr",
-            run_dir,
-            init_generator=init,
-            resume=resume,
-            callbacks=MlflowCallbacks(),
-        )
-        return _finish(result, model_out, metrics_file)
+    with _stage_init(ctx, section, init_dir) as sources:
+        generator = sources.generator or init
+        check_training_inputs(ctx, patches_dir, generator, run_dir, outputs, stage)
+        fingerprint = _input_fingerprint(ctx, section, patches_dir, generator, sources.discriminator)
+        _fresh_or_resumable(run_dir, fingerprint)
+        train_dir, val_dir = patches_dir / "train", patches_dir / "val"
+        # Explicit files take precedence over the config's sources in train(), and are read as
+        # they are: the sources were resolved (and param_key applied) by resolve_stage_init.
+        config = ctx.params.train_config()
+        with stage_run(ctx.tracking, section, _sections(ctx, section)):
+            lineage = sources.tags(section)
+            if lineage:  # where training started: on the stage's run and the pipeline's parent run
+                mlflow.set_tags(lineage)
+                parent = parent_run_id(ctx.tracking)
+                for key, value in lineage.items():
+                    MlflowClient().set_tag(parent, key, value)
+            result = train(
+                stage,
+                config,
+                train_dir / "hr",
+                train_dir / "lr",
+                val_dir / "hr",
+                val_dir / "lr",
+                run_dir,
+                init_generator=generator,
+                init_discriminator=sources.discriminator,
+                resume=resume,
+                callbacks=MlflowCallbacks(),
+            )
+            return _finish(result, model_out, metrics_file)
 
 
 def pretrain_psnr_step(
-    ctx: StepContext, patches_dir: Path, run_dir: Path, model_out: Path, metrics_file: Path, resume: bool = True
+    ctx: StepContext,
+    patches_dir: Path,
+    run_dir: Path,
+    model_out: Path,
+    metrics_file: Path,
+    resume: bool = True,
+    init_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Train the PSNR-oriented generator (L1); ``run_dir`` keeps checkpoints so a killed run resumes."""
-    return _train_stage(ctx, "psnr", patches_dir, None, run_dir, model_out, metrics_file, resume)
+    """Train the PSNR-oriented generator (L1); ``run_dir`` keeps checkpoints so a killed run resumes.
+
+    With ``pretrain_psnr.init.generator`` it starts from those weights (``iterations: 0``: they
+    are the PSNR model); ``init_dir``: where the resolve_init stage put them (default: resolve here).
+    """
+    return _train_stage(ctx, "psnr", patches_dir, None, run_dir, model_out, metrics_file, resume, init_dir)
 
 
 def finetune_gan_step(
@@ -229,6 +285,8 @@ def finetune_gan_step(
     model_out: Path,
     metrics_file: Path,
     resume: bool = True,
+    init_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Fine-tune with the perceptual + RaGAN + L1 loss, starting from the PSNR generator."""
-    return _train_stage(ctx, "gan", patches_dir, psnr_model, run_dir, model_out, metrics_file, resume)
+    """Fine-tune with the perceptual + RaGAN + L1 loss, starting from the PSNR generator, or from
+    ``finetune_gan.init.generator`` (the registry's champion, say) and ``init.discriminator``."""
+    return _train_stage(ctx, "gan", patches_dir, psnr_model, run_dir, model_out, metrics_file, resume, init_dir)
