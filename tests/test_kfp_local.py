@@ -8,8 +8,10 @@ import sys
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
+from esrgan.models import RRDBNet, save_generator
 from tests.e2e.project import FAST_KFP_OVERRIDES, REPO, run, tiny_params
 
 pytestmark = pytest.mark.slow
@@ -23,7 +25,14 @@ def local_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     from esrgan.data import build_sample_dataset
 
     root = tmp_path_factory.mktemp("kfp-local")
-    (root / "params.yaml").write_text(yaml.safe_dump(tiny_params(), sort_keys=False))
+    # Stage 1 from released weights, as they are (iterations 0): the task fetches its source itself.
+    torch.manual_seed(0)
+    save_generator(RRDBNet(**tiny_params()["model"]), root / "RRDB_PSNR_x4.pth")
+    params = tiny_params()
+    params["pretrain_psnr"].update(
+        iterations=0, init={"generator": str(root / "RRDB_PSNR_x4.pth"), "param_key": "auto"}
+    )
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     build_sample_dataset(root / "data")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     before = {p: p.exists() and p.stat().st_mtime for p in WOULD_BE_WRITTEN}
@@ -63,6 +72,9 @@ def test_champion_is_registered_with_alias_and_alpha_tag(local_run: dict[str, An
     assert float(version.tags["alpha"]) == record["alpha"]
     assert float(version.tags["psnr_y"]) == pytest.approx(record["metrics"]["psnr_y"], abs=1e-4)
     assert version.run_id == record["register_run_id"]
+    released = local_run["root"] / "RRDB_PSNR_x4.pth"
+    assert version.tags["pretrain_psnr.init.generator"].startswith(f"{released.resolve()} (sha256 ")
+    assert f"Fine-tuned from {released.resolve()}" in version.description
 
 
 def test_stage_runs_nest_under_one_finished_parent_tagged_with_the_kfp_run(local_run: dict[str, Any]) -> None:
