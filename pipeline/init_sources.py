@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from esrgan.data.layout import sha256_file
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
@@ -79,20 +80,12 @@ def _redact(text: str) -> str:
     return redact(text)
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _local(source: str, root: Path) -> ResolvedSource:
     path = Path(source).expanduser()
     path = path if path.is_absolute() else root / path
     if not path.is_file():
         raise InitSourceError(f"{source}: no such file" if not path.exists() else f"{source}: not a file")
-    return ResolvedSource(source, str(path.resolve()), path, sha256_of(path))
+    return ResolvedSource(source, str(path.resolve()), path, sha256_file(path))
 
 
 def _https(source: str, cache: Path) -> ResolvedSource:
@@ -104,7 +97,7 @@ def _https(source: str, cache: Path) -> ResolvedSource:
     want = match.group(1).lower()
     name = Path(parts.path).name or "weights.pth"
     target = cache / "sha256" / want / name
-    if target.is_file() and sha256_of(target) == want:
+    if target.is_file() and sha256_file(target) == want:
         return ResolvedSource(shown, shown.split("#", 1)[0], target, want)
     url = source.split("#", 1)[0]
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +140,7 @@ def _s3(source: str, cache: Path) -> ResolvedSource:
         storage.download_object(uri, target, storage.client(max_attempts=1, connect_timeout=CONNECT_TIMEOUT_S))
     except storage.StorageError as exc:
         raise InitSourceError(str(exc)) from None
-    return ResolvedSource(source, str(uri), target, sha256_of(target))
+    return ResolvedSource(source, str(uri), target, sha256_file(target))
 
 
 def _registry(source: str, cache: Path) -> ResolvedSource:
@@ -189,7 +182,7 @@ def _registry(source: str, cache: Path) -> ResolvedSource:
             target_dir.mkdir(parents=True, exist_ok=True)
             shutil.move(str(found[0]), target)
     resolved = f"models:/{name}/{version.version} (run {version.run_id})"
-    return ResolvedSource(source, resolved, target, sha256_of(target))
+    return ResolvedSource(source, resolved, target, sha256_file(target))
 
 
 def resolve_source(source: str, root: Path, cache: Path | None = None) -> ResolvedSource:

@@ -109,24 +109,9 @@ def test_request_limit_defaults_to_the_row_limit(tmp_path: Path, monkeypatch: py
 
 @pytest.mark.slow
 def test_real_server_answers_a_bomb_with_one_sentence(tmp_path: Path) -> None:
-    import mlflow
-
-    from pipeline.registry import ESRGAN_PACKAGE, PYFUNC_CODE, _signature
     from tests.e2e.servers import model_server, post_invocations
 
-    gen = tmp_path / "generator.safetensors"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)
-        save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), gen)
-    model_dir = tmp_path / "model"
-    mlflow.pyfunc.save_model(
-        str(model_dir),
-        python_model=str(PYFUNC_CODE),
-        artifacts={"generator": str(gen)},
-        code_paths=[str(ESRGAN_PACKAGE)],
-        model_config={"max_input_pixels": 1_000_000, "tile": 64},
-        signature=_signature(),
-    )
+    model_dir = save_served_model(tmp_path, max_input_pixels=1_000_000)
 
     def post(url: str, images: list[str]) -> tuple[int, dict[str, Any]]:
         return post_invocations(url, {"dataframe_split": {"columns": ["image"], "data": [[im] for im in images]}})
@@ -190,7 +175,7 @@ def asgi_post(app: Any, body: bytes, content_type: str = "application/json") -> 
     return start["status"], b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
 
 
-def save_served_model(tmp_path: Path) -> Path:
+def save_served_model(tmp_path: Path, max_input_pixels: int = 10_000) -> Path:
     import mlflow
 
     from pipeline.registry import ESRGAN_PACKAGE, PYFUNC_CODE, _signature
@@ -205,7 +190,7 @@ def save_served_model(tmp_path: Path) -> Path:
         python_model=str(PYFUNC_CODE),
         artifacts={"generator": str(gen)},
         code_paths=[str(ESRGAN_PACKAGE)],
-        model_config={"max_input_pixels": 10_000, "tile": 64},
+        model_config={"max_input_pixels": max_input_pixels, "tile": 64},
         signature=_signature(),
     )
     return model_dir

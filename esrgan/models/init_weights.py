@@ -86,26 +86,22 @@ def load_init_generator(
     except CheckpointError as exc:
         raise _relabel(exc, origin) from None
     if expected is not None and dict(expected) != model.config:
+        files = f"the file is {_describe(model.config)}, params.yaml asks for {_describe(dict(expected))}"
         want = RRDBNet(**dict(expected)).to("meta").state_dict()
-        have = model.state_dict()
-        for key, tensor in want.items():
-            if key not in have:
-                raise CheckpointError(
-                    f"{origin}: has no {key} {tuple(tensor.shape)} that params.yaml's model needs "
-                    f"(the file is {_describe(model.config)}, params.yaml asks for {_describe(dict(expected))})"
-                )
-            if have[key].shape != tensor.shape:
-                raise CheckpointError(
-                    f"{origin}: {key} is {tuple(have[key].shape)} in the file but {tuple(tensor.shape)} for "
-                    f"params.yaml's model (the file is {_describe(model.config)}, params.yaml asks for "
-                    f"{_describe(dict(expected))}; or set model: auto)"
-                )
-        extra = [k for k in have if k not in want]
-        raise CheckpointError(
-            f"{origin}: has {extra[0] if extra else 'tensors'} that params.yaml's model lacks "
-            f"(the file is {_describe(model.config)}, params.yaml asks for {_describe(dict(expected))})"
-        )
+        mismatch = _first_mismatch(model.state_dict(), want, "params.yaml's model")
+        raise CheckpointError(f"{origin}: {mismatch or 'another architecture'} ({files}; or set model: auto)")
     return model
+
+
+def _first_mismatch(have: Mapping[str, torch.Tensor], want: Mapping[str, torch.Tensor], what: str) -> str | None:
+    """The first tensor that is missing, of another shape or extra, with both shapes; None if all fit."""
+    for key, tensor in want.items():
+        if key not in have:
+            return f"has no {key} {tuple(tensor.shape)} that {what} needs"
+        if have[key].shape != tensor.shape:
+            return f"{key} is {tuple(have[key].shape)} in the file but {tuple(tensor.shape)} for {what}"
+    extra = [k for k in have if k not in want]
+    return f"has {extra[0]} that {what} lacks" if extra else None
 
 
 def _describe(config: Mapping[str, int]) -> str:
@@ -161,20 +157,10 @@ def load_init_discriminator(path: str | os.PathLike[str], model: VGGDiscriminato
     if "conv_first.weight" in state or any(k.startswith(("RRDB_trunk.", "body.")) for k in state):
         raise CheckpointError(f"{origin}: is a generator, not a discriminator (keys like {_keys(state, 3)})")
     want = model.state_dict()
-    for key, tensor in want.items():
-        if key not in state:
-            raise CheckpointError(
-                f"{origin}: not a VGG-style discriminator for {model.input_size}px patches: no {key} "
-                f"{tuple(tensor.shape)} (keys like {_keys(state, 3)})"
-            )
-        if state[key].shape != tensor.shape:
-            raise CheckpointError(
-                f"{origin}: {key} is {tuple(state[key].shape)} in the file but {tuple(tensor.shape)} for "
-                f"finetune_gan.discriminator (num_feat, patch_size {model.input_size})"
-            )
-    extra = [k for k in state if k not in want]
-    if extra:
-        raise CheckpointError(f"{origin}: has {extra[0]} that the configured discriminator lacks")
+    what = f"finetune_gan.discriminator (num_feat, patch_size {model.input_size})"
+    mismatch = _first_mismatch(state, want, what)
+    if mismatch is not None:
+        raise CheckpointError(f"{origin}: {mismatch} (keys like {_keys(state, 3)})")
     bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
     if bad:
         raise CheckpointError(f"{origin}: weights are not finite (NaN or infinity) in {bad[0]}")

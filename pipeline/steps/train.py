@@ -169,10 +169,7 @@ def _input_fingerprint(
     ctx: StepContext, stage_section: str, patches_dir: Path, init: Path | None, init_discriminator: Path | None = None
 ) -> dict[str, Any]:
     """What makes checkpoints resumable: the stage's own settings and inputs (not logging, not the other stage)."""
-    import hashlib
-
-    def file_hash(path: Path) -> str:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
+    from esrgan.data.layout import sha256_file as file_hash
 
     summary = patches_dir / "train" / "summary.json"
     fingerprint = {
