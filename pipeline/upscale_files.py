@@ -67,15 +67,64 @@ def load_model_for_inference(model_ref: str, device: str = "auto") -> RRDBNet:
     except DeviceError as exc:
         raise UpscaleError(f"--device {str(exc).replace('; use cpu', '; use --device cpu')}") from None
     if model_ref.startswith(("models:/", "runs:/")):
-        from pipeline.registry import load_registered_generator
-
-        model = load_registered_generator(model_ref)
+        model = _load_from_mlflow(model_ref)
     else:
         model = load_generator(model_ref)
     model = model.to(dev)
     if dev.type == "cuda":
         model = model.to(memory_format=torch.channels_last)
     return model.eval()
+
+
+class ModelUriError(PipelineError):
+    """A ``models:/`` or ``runs:/`` URI that cannot be loaded (unknown model, alias, version or run;
+    the server refused); the message is one line naming the URI."""
+
+
+#: At most this many characters of MLflow's message (a 404 page can be long) go into ours.
+MAX_MLFLOW_MESSAGE = 300
+
+
+def _load_from_mlflow(model_ref: str) -> RRDBNet:
+    """The generator inside a ``models:/`` or ``runs:/`` URI, failing in seconds with one line.
+
+    An HTTP tracking server (and registry) is probed first and MLflow's retries are kept short
+    (:data:`pipeline.tracking.FAIL_FAST_HTTP_ENV`): a dead server is reported in seconds, not after
+    minutes of retries. Credentials in the tracking URI move out of it before MLflow sees it.
+
+    Raises:
+        TrackingUnavailable: the server does not answer, or is not an MLflow server.
+        ModelUriError: unknown model, alias, version or run, or another answer MLflow refused.
+    """
+    import mlflow
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    from pipeline.errors import redact
+    from pipeline.registry import load_registered_generator
+    from pipeline.tracking import FAIL_FAST_HTTP_ENV, adopt_uri_credentials, check_reachable
+
+    for name, value in FAIL_FAST_HTTP_ENV.items():
+        os.environ.setdefault(name, value)
+    tracking_uri, registry_uri = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    servers = [tracking_uri] + ([registry_uri] if model_ref.startswith("models:/") else [])
+    for uri in dict.fromkeys(servers):
+        check_reachable(uri)
+    if (clean := adopt_uri_credentials(tracking_uri)) != tracking_uri:
+        mlflow.set_tracking_uri(clean)
+    if (clean := adopt_uri_credentials(registry_uri)) != registry_uri:
+        mlflow.set_registry_uri(clean)
+    where = redact(registry_uri if model_ref.startswith("models:/") else tracking_uri)
+    try:
+        return load_registered_generator(model_ref)
+    except MlflowException as exc:
+        lines = (exc.message or str(exc)).strip().splitlines() or [type(exc).__name__]
+        problem = lines[0][:MAX_MLFLOW_MESSAGE]
+        raise ModelUriError(f"{redact(model_ref)}: {redact(problem)} (tracking URI {where})") from None
+    except requests.exceptions.RequestException as exc:  # the artifact download lost the server
+        raise ModelUriError(
+            f"{redact(model_ref)}: cannot download the model from {where} ({type(exc).__name__})"
+        ) from None
 
 
 #: At most this many characters of a user's text are quoted back in an error message.
