@@ -37,7 +37,10 @@ class UserError(PipelineError):
 
 
 def _error(message: str) -> None:
-    print(f"esrgan: error: {message}", file=sys.stderr)
+    from pipeline.errors import redact  # no password or token in what the user sees (or pastes)
+
+    for line in redact(message).splitlines() or [""]:
+        print(f"esrgan: error: {line}", file=sys.stderr)
 
 
 def _user_error_types() -> tuple[type[BaseException], ...]:
@@ -285,18 +288,33 @@ def _tracking_uri(arg: str | None) -> str:
     # A registry command should fail in seconds when the server is down, not after MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    return arg or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+    uri = arg or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+    if uri.startswith(("http://", "https://")):
+        # Probe first (one line within seconds), and keep the URI's password out of what MLflow prints.
+        from pipeline.tracking import adopt_uri_credentials, check_reachable
+
+        check_reachable(uri)
+        uri = adopt_uri_credentials(uri)
+    return uri
 
 
 def _registry_call(fn: Callable[[], int]) -> int:
+    from mlflow.exceptions import MlflowException
+
     from pipeline.champion import RegistryError
 
     try:
         return fn()
+    except PipelineError:  # already one line (TrackingUnavailable is an OSError too)
+        raise
     except RegistryError as exc:
         raise UserError(str(exc)) from None
+    except MlflowException as exc:  # a call outside champion.registry_errors (an HTTP 401, a 500...)
+        first = ((exc.message or str(exc)).strip().splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"MLflow tracking server: {first[:300]}") from None
     except OSError as exc:  # connection refused, DNS: requests' errors are OSErrors
-        raise UserError(f"cannot reach the tracking server: {str(exc).splitlines()[0][:300]}") from None
+        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+        raise UserError(f"cannot reach the tracking server: {reason[:300]}") from None
 
 
 def _add_registry(sub: argparse._SubParsersAction) -> None:
@@ -360,10 +378,29 @@ def _add_export(sub: argparse._SubParsersAction) -> None:
     esub = p.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
     o = esub.add_parser("onnx", help="ONNX with dynamic height and width (input 'lr' in [0,1], output 'sr')")
     o.add_argument("model", help="generator checkpoint (.pth/.safetensors) or models:/ URI")
-    o.add_argument("--output", "-o", type=Path, required=True, help="the .onnx file to write")
+    o.add_argument("--output", "-o", required=True, help="the .onnx file to write (never one of the inputs)")
+    o.add_argument("--overwrite", action="store_true", help="replace the output file if it exists")
     o.add_argument("--opset", type=int, default=17)
     o.add_argument("--tracking-uri", help="for models:/ URIs (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     o.set_defaults(handler=_run_export_onnx)
+
+
+def _export_output(output: str, model: str, overwrite: bool) -> Path:
+    """The export's output file, checked before any work: never a folder, never the input, and an
+    existing file only with ``--overwrite``."""
+    import os
+
+    path = Path(output)
+    if output.endswith(("/", os.sep)) or path.is_dir():
+        raise UserError(f"{output}: is a folder; give the .onnx file to write (-o {path / 'model.onnx'})")
+    if path.suffix.lower() != ".onnx":
+        raise UserError(f"{output}: an ONNX export must end in .onnx (nothing written)")
+    source = Path(model)
+    if path.exists() and source.exists() and os.path.samefile(path, source):
+        raise UserError(f"{output}: is the input model; the export would replace it (nothing written)")
+    if path.exists() and not overwrite:
+        raise UserError(f"{output}: already exists; pass --overwrite to replace it")
+    return path
 
 
 def _run_export_onnx(args: argparse.Namespace) -> int:
@@ -372,19 +409,16 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
     from esrgan.export import export_onnx
     from pipeline.upscale_files import load_model_for_inference
 
+    output = _export_output(args.output, args.model, args.overwrite)
+
     if args.model.startswith(("models:/", "runs:/")):
         import mlflow
-        from mlflow.exceptions import MlflowException
 
+        # MLflow's errors (unknown model, alias, version, run) become one line in the loader.
         mlflow.set_tracking_uri(_tracking_uri(args.tracking_uri))
-        try:
-            model = load_model_for_inference(args.model, "cpu")
-        except MlflowException as exc:
-            raise UserError(f"{args.model}: {(exc.message or str(exc)).strip().splitlines()[0]}") from None
-    else:
-        model = load_model_for_inference(args.model, "cpu")
+    model = load_model_for_inference(args.model, "cpu")
     start = time.perf_counter()
-    path = export_onnx(model, args.output, opset=args.opset)
+    path = export_onnx(model, output, opset=args.opset)
     return _print(
         {
             "path": str(path),
@@ -478,6 +512,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``esrgan`` console script."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
+    from pipeline.errors import install_log_redaction
+
+    install_log_redaction()  # credentials masked in every log line (MLflow's, urllib3's, ours)
     try:
         return int(args.handler(args))
     except _user_error_types() as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -24,3 +25,21 @@ def model_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("model") / "tiny.pth"
     save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _mlflow_tracking_uri_does_not_leak() -> Iterator[None]:
+    """``mlflow.set_tracking_uri`` (which every step context calls) is process-global and beats
+    ``MLFLOW_TRACKING_URI``: a test that ran a step would point the next test's commands at its
+    store. Forget it after each test, keeping the environment variable as it was before."""
+    import os
+    import sys
+
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)  # also unsets the variable it had set
+        if before is not None:
+            os.environ["MLFLOW_TRACKING_URI"] = before

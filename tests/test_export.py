@@ -123,3 +123,42 @@ def test_cli_rejects_a_file_that_is_not_a_generator(tmp_path: Path, capsys: pyte
     err = capsys.readouterr().err.strip()
     assert err.startswith("esrgan: error:") and str(bad) in err and "\n" not in err
     assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("output", "message"),
+    [
+        ("{ckpt}", "export must end in .onnx"),
+        ("{dir}/", "is a folder"),
+        ("{dir}", "is a folder"),
+        ("{existing}", "already exists; pass --overwrite"),
+        ("{onnx_input}", "is the input model"),
+    ],
+    ids=["the-input-checkpoint", "a-folder-with-slash", "a-folder", "an-existing-file", "the-input-itself"],
+)
+def test_cli_never_replaces_the_input_or_an_existing_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture, output: str, message: str
+) -> None:
+    """The issue's `esrgan export onnx copy.pth -o copy.pth`: one line, exit 2, every file as it was."""
+    ckpt = save_generator(tiny(seed=1), tmp_path / "copy.pth")
+    (tmp_path / "dir").mkdir()
+    existing = tmp_path / "old.onnx"
+    existing.write_bytes(b"previous export")
+    onnx_input = tmp_path / "model.onnx"
+    onnx_input.write_bytes(b"an onnx model")  # ONNX is not a loadable input, but never overwrite it either
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+    path = output.format(ckpt=ckpt, dir=tmp_path / "dir", existing=existing, onnx_input=onnx_input)
+    model = str(onnx_input) if output == "{onnx_input}" else str(ckpt)
+    overwrite = ["--overwrite"] if output == "{onnx_input}" else []
+    assert main(["export", "onnx", model, "-o", path, *overwrite]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("esrgan: error: ") and message in err[0], err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_cli_overwrite_replaces_an_earlier_export(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    ckpt = save_generator(tiny(seed=1), tmp_path / "g.pth")
+    out = tmp_path / "g.onnx"
+    out.write_bytes(b"previous export")
+    assert main(["export", "onnx", str(ckpt), "-o", str(out), "--overwrite"]) == 0
+    assert out.read_bytes() != b"previous export" and out.stat().st_size > 1000
