@@ -17,7 +17,13 @@ from collections.abc import Sequence
 EXIT_USER_ERROR = 2
 
 #: Environment variables whose values are secrets: :func:`redact` masks them wherever they appear.
-SECRET_ENV_VARS = ("MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+SECRET_ENV_VARS = (
+    "MLFLOW_TRACKING_PASSWORD",
+    "MLFLOW_TRACKING_TOKEN",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "KFP_TOKEN",  # esrgan kfp submit sends it as the bearer token
+)
 #: Shorter secret values are not masked: replacing every "a" or "12" would garble each message.
 MIN_SECRET_LENGTH = 4
 #: ``scheme://userinfo@``, to the last ``@`` before a blank: a password may hold an ``@``, or a ``/``
