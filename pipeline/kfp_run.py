@@ -25,17 +25,9 @@ from typing import Any
 
 import yaml
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, redact
 from pipeline.kfp_params import KNOBS, apply_overrides, canonical_json, parse_override, split_knobs
 from pipeline.params import ParamsError, load_params_document
-
-try:
-    from pipeline.errors import redact
-except ImportError:  # a pipeline.errors without redact(): shown_url masks the userinfo itself
-
-    def redact(text: str) -> str:
-        return text
-
 
 PATH_TO_KNOB = {path: knob for knob, path in KNOBS.items()}
 
