@@ -28,9 +28,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def to_run(root: Path) -> dict:
+    """What ``dvc status`` says would run, less resolve_init's standing "always changed" (it checks
+    the init sources on every repro and rewrites equal bytes, which re-runs nothing after it)."""
     done = run(["dvc", "status", "--json"], root)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout or "{}")
+    status = json.loads(done.stdout or "{}")
+    if status.get("resolve_init") == ["always changed"]:
+        del status["resolve_init"]
+    return status
 
 
 def edit_params(root: Path, **changes: object) -> None:
