@@ -56,7 +56,7 @@ def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> bool:
     import json
 
     from esrgan.fileio import write_json
-    from esrgan.owned_folders import claim, reset
+    from esrgan.owned_folders import MARKER, claim, reset
 
     # Plain JSON first: what is hashed is exactly what the marker records, and writing the marker
     # cannot fail on a value's type after the folder is emptied.
@@ -72,7 +72,7 @@ def _fresh_or_resumable(run_dir: Path, fingerprint: dict[str, Any]) -> bool:
         claim(run_dir, purpose, legacy_markers=(FINGERPRINT_FILE,))
         discarded = False
     else:
-        discarded = run_dir.is_dir() and any(p.name != ".esrgan-owned" for p in run_dir.iterdir())
+        discarded = run_dir.is_dir() and any(p.name != MARKER for p in run_dir.iterdir())
         reset(run_dir, purpose, legacy_markers=(FINGERPRINT_FILE,))
     write_json(marker, {"sha256": digest, "inputs": inputs})
     return discarded
