@@ -24,6 +24,7 @@ _HOME = {
     "interpolate_step": "pipeline.steps.interpolate",
     "pretrain_psnr_step": "pipeline.steps.train",
     "register_step": "pipeline.steps.register",
+    "resolve_init_step": "pipeline.steps.resolve_init",
 }
 
 if TYPE_CHECKING:
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
     from pipeline.steps.extract import extract_patches_step
     from pipeline.steps.interpolate import interpolate_step
     from pipeline.steps.register import register_step
+    from pipeline.steps.resolve_init import resolve_init_step
     from pipeline.steps.train import finetune_gan_step, pretrain_psnr_step
 
 
@@ -48,4 +50,5 @@ __all__ = [
     "interpolate_step",
     "pretrain_psnr_step",
     "register_step",
+    "resolve_init_step",
 ]
