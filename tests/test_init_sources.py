@@ -8,7 +8,6 @@ import hashlib
 import http.server
 import json
 import os
-import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from esrgan.models.init_weights import discriminator_bytes
 from pipeline.cli import main
 from pipeline.init_sources import InitSourceError, read_stage_init, resolve_source, resolve_stage_init
 from pipeline.params import parse_params
+from tests.loopback import serving
 
 warnings.filterwarnings("ignore", message=".*num_grow.*")
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,14 +56,8 @@ def served(tmp_path: Path) -> Iterator[tuple[str, Path]]:
         def log_message(self, *args: Any) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", www
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Quiet) as url:
+        yield url, www
 
 
 def test_a_local_file_resolves_to_itself_with_its_digest(tmp_path: Path) -> None:

@@ -10,11 +10,11 @@ anything is written; an existing ``pipeline.yaml`` is left as it was, and the wr
 
 from __future__ import annotations
 
+import contextlib
 import http.server
 import json
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 
 from components.build import DEFAULT_REPOSITORY, REPOSITORY_RE, TAG_RE, image_problems
 from pipeline.cli import main
+from tests.loopback import serving
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "pipeline.yaml"
@@ -67,28 +68,21 @@ Handler = Callable[[http.server.BaseHTTPRequestHandler], None]
 @pytest.fixture
 def serve() -> Iterator[Callable[[Handler], str]]:
     """``serve(handler)`` starts a loopback HTTP server answering every request with ``handler``; returns its URL."""
-    servers: list[http.server.ThreadingHTTPServer] = []
+    with contextlib.ExitStack() as servers:
 
-    def start(handle: Handler) -> str:
-        class H(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                handle(self)
+        def start(handle: Handler) -> str:
+            class H(http.server.BaseHTTPRequestHandler):
+                def do_GET(self) -> None:
+                    handle(self)
 
-            do_POST = do_GET
+                do_POST = do_GET
 
-            def log_message(self, *args: object) -> None:
-                pass
+                def log_message(self, *args: object) -> None:
+                    pass
 
-        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
-        server.daemon_threads = True
-        threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-        servers.append(server)
-        return f"http://127.0.0.1:{server.server_address[1]}"
+            return servers.enter_context(serving(H))
 
-    yield start
-    for server in servers:
-        server.shutdown()
-        server.server_close()
+        yield start
 
 
 def answer(status: int, body: bytes = b"", headers: dict[str, str] | None = None) -> Handler:

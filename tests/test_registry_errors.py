@@ -13,7 +13,6 @@ import contextlib
 import http.server
 import json
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from PIL import Image
 from pipeline.cli import main
 from pipeline.errors import TrackingUnavailable
 from pipeline.tracking import adopt_uri_credentials, check_reachable
+from tests.loopback import serving
 
 PASSWORD = "s3cret-Pa55"
 USERINFO = f"user:{PASSWORD}"
@@ -82,14 +82,8 @@ def http_stub(respond: Responder) -> Iterator[tuple[str, list[dict[str, str]]]]:
         def log_message(self, *args: object) -> None:
             pass
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield url, seen
 
 
 def not_found(_: http.server.BaseHTTPRequestHandler) -> tuple[int, str, str]:
