@@ -26,7 +26,7 @@ import os
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
@@ -357,6 +357,17 @@ def _dense_index(conv: int, num_feat: int, grow: int, width: int) -> tuple[int, 
     return outputs, torch.cat(parts)
 
 
+def _map_dense(
+    state: Mapping[str, torch.Tensor], change: Callable[[str, torch.Tensor, int, str], torch.Tensor]
+) -> StateDict:
+    """``state`` with ``change(key, tensor, conv, "weight"|"bias")`` applied to every dense-block conv."""
+    out: StateDict = {}
+    for key, value in state.items():
+        m = _DENSE_CONV.match(key)
+        out[key] = change(key, value, int(m.group(1)), m.group(2)) if m else value
+    return out
+
+
 def pad_growth(state: Mapping[str, torch.Tensor], num_feat: int, grow: int, width: int = SPANDREL_GROWTH) -> StateDict:
     """The same network with its dense blocks widened from growth ``grow`` to ``width`` by zeros.
 
@@ -364,13 +375,8 @@ def pad_growth(state: Mapping[str, torch.Tensor], num_feat: int, grow: int, widt
     LeakyReLU(0) = 0; conv2..conv5 get zero weights for every padded input channel. The output is
     the same up to the order of floating-point sums.
     """
-    out: StateDict = {}
-    for key, value in state.items():
-        m = _DENSE_CONV.match(key)
-        if not m:
-            out[key] = value
-            continue
-        conv, kind = int(m.group(1)), m.group(2)
+
+    def widen(key: str, value: torch.Tensor, conv: int, kind: str) -> torch.Tensor:
         n_out, index = _dense_index(conv, num_feat, grow, width)
         wide_out = num_feat if conv == 5 else width
         if kind == "bias":
@@ -379,8 +385,9 @@ def pad_growth(state: Mapping[str, torch.Tensor], num_feat: int, grow: int, widt
         else:
             padded = value.new_zeros(wide_out, num_feat + (conv - 1) * width, *value.shape[2:])
             padded[:n_out, index] = value
-        out[key] = padded
-    return out
+        return padded
+
+    return _map_dense(state, widen)
 
 
 def unpad_growth(state: StateDict, config: dict[str, int], record: object) -> tuple[StateDict, dict[str, int]]:
@@ -392,20 +399,18 @@ def unpad_growth(state: StateDict, config: dict[str, int], record: object) -> tu
     width = config["num_grow"]
     if isinstance(record, bool) or not isinstance(record, int) or not 1 <= record < width:
         raise CheckpointError(f"{GROWTH_KEY} {record!r} is not a growth below the file's {width}")
-    out: StateDict = {}
-    for key, value in state.items():
-        m = _DENSE_CONV.match(key)
-        if not m:
-            out[key] = value
-            continue
-        conv, kind = int(m.group(1)), m.group(2)
+
+    def narrow(key: str, value: torch.Tensor, conv: int, kind: str) -> torch.Tensor:
         n_out, index = _dense_index(conv, config["num_feat"], record, width)
-        out[key] = value[:n_out].clone() if kind == "bias" else value[:n_out, index].clone()
-        if not torch.equal(pad_growth({key: out[key]}, config["num_feat"], record, width)[key], value):
+        real = value[:n_out].clone() if kind == "bias" else value[:n_out, index].clone()
+        if not torch.equal(pad_growth({key: real}, config["num_feat"], record, width)[key], value):
             raise CheckpointError(
                 f"{GROWTH_KEY} says growth {record} padded to {width}, but {key} has non-zero values "
                 "in the padding (edited after it was written?)"
             )
+        return real
+
+    out = _map_dense(state, narrow)
     return out, {**config, "num_grow": record}
 
 
