@@ -104,7 +104,30 @@ def test_niqe_errors() -> None:
         niqe(np.full((96, 96, 3), 128, dtype=np.uint8))
 
 
-def test_single_block_works_like_matlab() -> None:
-    # One 96x96 block: MATLAB's nancov of one row is zeros; the result must be finite.
-    value = niqe(_rgb("chelsea")[:96, :96])
-    assert np.isfinite(value) and value > 0
+def test_single_block_uses_zero_covariance_like_matlab() -> None:
+    """One 96x96 block: MATLAB's ``nancov`` of one row is zeros (NumPy's ``cov`` would be NaN),
+    so NIQE reduces to the distance under the pristine covariance alone."""
+    from resize_right import interp_methods
+    from resize_right import resize as rr_resize
+
+    from esrgan.metrics.niqe import BLOCK_SIZE, _block_features, _mscn, _to_blocks
+
+    y = np.round(rgb_to_y(_rgb("chelsea")[:96, :96]))
+    mu_pris, cov_pris, window = pristine_params()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        half = rr_resize(
+            y, scale_factors=0.5, interp_method=interp_methods.cubic, antialiasing=True, pad_mode="symmetric"
+        )
+        feats = np.concatenate(
+            [
+                _block_features(_to_blocks(_mscn(y, window), BLOCK_SIZE)),
+                _block_features(_to_blocks(_mscn(half, window), BLOCK_SIZE // 2)),
+            ],
+            axis=1,
+        )
+    assert feats.shape == (1, 36)
+    diff = mu_pris - feats[0]
+    expected = float(np.sqrt(diff @ np.linalg.pinv(cov_pris / 2) @ diff))
+    assert niqe(_rgb("chelsea")[:96, :96]) == pytest.approx(expected, rel=1e-12)
+    # Two different blocks do add their own covariance: the value moves.
+    assert niqe(_rgb("chelsea")[:96, :192]) != pytest.approx(expected, rel=1e-3)

@@ -17,7 +17,11 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_committed_profiles_validate() -> None:
     demo = load_params(ROOT / "params.yaml")
     paper = load_params(ROOT / "configs" / "params.paper.yaml")
-    assert demo.model.num_block == 4 and paper.model.num_block == 23
+    # The paper profile is the paper's RRDBNet (23 blocks, 64 features, growth 32, x4); the demo
+    # is any smaller model of the same architecture (its size is tuned, so it is not pinned here).
+    arch = ("num_feat", "num_block", "num_grow", "scale")
+    assert tuple(getattr(paper.model, k) for k in arch) == (64, 23, 32, 4)
+    assert demo.model.scale == paper.model.scale and 1 <= demo.model.num_block <= paper.model.num_block
     assert paper.train_config().finetune_gan.perceptual.backbone == "vgg19-imagenet"
     assert demo.registration.model_name == "esrgan-x4"
 
