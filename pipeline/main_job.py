@@ -57,6 +57,14 @@ def decision_lines(registered: dict) -> str:
     )
 
 
+def _experiment_id(uri: str, name: str) -> str:
+    """The id of experiment ``name`` on ``uri`` (for a deep link to its runs page)."""
+    from mlflow.tracking import MlflowClient
+
+    experiment = MlflowClient(tracking_uri=uri).get_experiment_by_name(name)
+    return experiment.experiment_id if experiment is not None else "0"
+
+
 def run_main_job(root: Path, profile: str | None = None) -> int:
     """Run the whole pipeline with ``dvc repro`` and print the registered champion."""
     root = root.resolve()
@@ -79,10 +87,13 @@ def run_main_job(root: Path, profile: str | None = None) -> int:
     elapsed = time.perf_counter() - start
     registered = json.loads((root / "outputs" / "registered.json").read_text())
     uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    runs_page = f"#/experiments/{_experiment_id(uri, params.tracking.experiment)}/runs"
     if uri.startswith(("http://", "https://")):
-        compare = f"open {uri} (experiment {params.tracking.experiment!r})"
+        compare = f"open {uri.rstrip('/')}/{runs_page}"
     else:
-        compare = f".venv/bin/mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000)"
+        compare = f".venv/bin/mlflow ui --backend-store-uri {uri}  (then open http://127.0.0.1:5000/{runs_page})"
+    # MLflow 3's UI starts a fresh browser in its GenAI view whatever the experiment's kind tag says.
+    compare += "\n               (a fresh browser may open the GenAI view: the runs are under 'Model training')"
     metrics = ", ".join(f"{k} {v:.4f}" for k, v in sorted(registered["metrics"].items()))
     print(
         f"\n==> done in {elapsed / 60:.1f} min\n{decision_lines(registered)}\nmetrics on the validation split: {metrics}"

@@ -41,14 +41,18 @@ def project(tmp_path_factory: pytest.TempPathFactory, tracking_uri: str) -> Path
     return root
 
 
-def test_main_job_prints_the_champion(project: Path) -> None:
+def test_main_job_prints_the_champion(project: Path, tracking_uri: str) -> None:
     out = MAIN_OUTPUT["stdout"]
     registered = json.loads((project / "outputs" / "registered.json").read_text())
     assert "HR dataset: rebuilt the sample set" in out
     assert (
         f"champion: esrgan-x4 version {registered['version']} (alias @champion), alpha {registered['alpha']:g}" in out
     )
-    assert "compare runs:  open http://127.0.0.1" in out and "psnr_y" in out
+    # A deep link to the experiment's runs page, not the UI's home (which opens in the GenAI view).
+    name = yaml.safe_load((project / "params.yaml").read_text())["tracking"]["experiment"]
+    experiment_id = client(tracking_uri).get_experiment_by_name(name).experiment_id
+    assert f"compare runs:  open {tracking_uri.rstrip('/')}/#/experiments/{experiment_id}/runs" in out
+    assert "psnr_y" in out
 
 
 def client(uri: str) -> Any:
