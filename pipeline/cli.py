@@ -37,8 +37,13 @@ class UserError(PipelineError):
 
 
 def _error(message: str) -> None:
-    from pipeline.errors import redact  # no password or token in what the user sees (or pastes)
+    import os
 
+    from pipeline.errors import redact  # no password or token in what the user sees (or pastes)
+    from pipeline.torchrun import under_torchrun
+
+    if under_torchrun() and os.environ.get("RANK", "0") != "0":
+        return  # the ranks of one launch fail alike: rank 0 says it once
     for line in redact(message).splitlines() or [""]:
         print(f"esrgan: error: {line}", file=sys.stderr)
 
@@ -208,14 +213,19 @@ def _add_train(sub: argparse._SubParsersAction) -> None:
 
 def _run_train(args: argparse.Namespace) -> int:
     from esrgan.training import train
+    from esrgan.training.distributed import launched_rank
     from pipeline.params import load_params
+    from pipeline.torchrun import launch, stage_processes, under_torchrun
 
     if args.stage == "gan" and args.init is None:
         raise UserError("train gan needs --init (the PSNR-oriented generator)")
+    params = load_params(args.config)
+    if not under_torchrun() and (count := stage_processes(params)) > 1:  # runtime.processes ranks
+        return launch(["pipeline.cli", *args.argv], count, f"train {args.stage}")
     val = args.patches / "val"
     result = train(
         args.stage,
-        load_params(args.config).train_config(),
+        params.train_config(),
         args.patches / "train" / "hr",
         args.patches / "train" / "lr",
         val / "hr" if val.is_dir() else None,
@@ -224,7 +234,7 @@ def _run_train(args: argparse.Namespace) -> int:
         init_generator=args.init,
         resume=args.resume,
     )
-    return _print(result.to_dict())
+    return _print(result.to_dict()) if launched_rank() == 0 else 0
 
 
 def _add_interpolate(sub: argparse._SubParsersAction) -> None:
@@ -511,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``esrgan`` console script."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # what a torchrun launch repeats in each rank
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(message)s")
     from pipeline.errors import install_log_redaction
 
@@ -526,7 +537,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:
         from esrgan.training import PREEMPTED_EXIT_CODE, TrainingPreempted
+        from pipeline.torchrun import EXIT_LOST_PEER, lost_peer
 
+        if lost_peer(exc):  # another rank died or hung: the launcher names it, in one line
+            return EXIT_LOST_PEER
         if isinstance(exc, TrainingPreempted):
             # Not 0: Kubernetes/KFP must retry (and resume) rather than mark the stage done.
             _error(f"preempted: {exc}")

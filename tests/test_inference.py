@@ -124,12 +124,21 @@ def test_pil_images_keep_their_mode(model: RRDBNet, mode: str) -> None:
 
 
 def test_rejects_bad_arrays(model: RRDBNet) -> None:
-    with pytest.raises(ValueError, match="uint8 or uint16"):
-        upscale(model, np.zeros((4, 4, 3), np.float32))
+    with pytest.raises(ValueError, match="uint8, uint16 or floating-point"):
+        upscale(model, np.zeros((4, 4, 3), np.int32))
     with pytest.raises(ValueError, match="HxWx3"):
         upscale(model, np.zeros((4, 4, 5), np.uint8))
     with pytest.raises(ValueError, match="precision"):
         upscale(model, image(4, 4), precision="fp8")  # type: ignore[arg-type]
+
+
+def test_float_arrays_match_their_16_bit_version(model: RRDBNet) -> None:
+    """Floats are 0.0 black .. 1.0 white, as a 16-bit image over 65535; the output keeps the float dtype."""
+    img16 = image(12, 10, dtype=np.uint16)
+    out16 = upscale(model, img16, precision="fp32")
+    out = upscale(model, img16.astype(np.float32) / 65535, precision="fp32")
+    assert out.dtype == np.float32 and out.shape == out16.shape
+    assert np.abs(out * 65535 - out16).max() <= 0.5 + 1e-3
 
 
 def test_bf16_on_cpu_is_close_to_fp32(model: RRDBNet) -> None:
