@@ -147,6 +147,11 @@ class TrackingParams(_Strict):
     experiment: str = Field("esrgan", min_length=1, max_length=500)
 
 
+#: ``runtime`` keys that say how a training stage is launched, not what it computes: checkpoints
+#: written with one count resume with another, so they are not in a run folder's fingerprint.
+LAUNCH_KEYS = ("processes", "nodes")
+
+
 class PipelineParams(TrainConfig):
     """The whole of a profile (``params.yaml``): the training sections (:class:`TrainConfig`,
     declared there once) and the pipeline's own."""
@@ -239,6 +244,7 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
         problems.append(
             f"register.selection.alpha ({_show(alpha)}) is set but only rule 'fixed' uses it; set it to null"
         )
+    problems += batch_split_problems(data)
     metric = selection.get("metric", "niqe")
     metric = metric if isinstance(metric, str) else None  # a wrong type is the field check's to report
     skipped = _get(data, "evaluate.skip_metrics", [])
@@ -256,6 +262,29 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
             f"register.selection.metric ({metric}) is not computed with evaluate.perceptual: false; "
             f"use one of {', '.join(FIDELITY_METRICS)} or enable evaluate.perceptual"
         )
+    return problems
+
+
+def batch_split_problems(data: dict[str, Any], processes: int | None = None) -> list[str]:
+    """Each training stage's global batch must split evenly over the ranks (processes x nodes).
+
+    ``processes`` None: ``runtime.processes`` of ``data`` when it is a number (``auto`` is checked
+    when it is resolved, by :func:`pipeline.torchrun.stage_processes`).
+    """
+    if processes is None:
+        processes = _get(data, "runtime.processes", "auto")
+    nodes = _get(data, "runtime.nodes", 1)
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (processes, nodes)):
+        return []  # "auto", or a wrong type the field check reports
+    world = processes * nodes
+    problems = []
+    for section in ("pretrain_psnr", "finetune_gan"):
+        batch = _get(data, f"{section}.data.batch_size")
+        if isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1 and batch % world:
+            problems.append(
+                f"{section}.data.batch_size ({batch}) is the global batch and must split evenly over "
+                f"{world} training processes (runtime.processes {processes} x runtime.nodes {nodes})"
+            )
     return problems
 
 

@@ -21,7 +21,24 @@ def _ctx(args: argparse.Namespace) -> StepContext:
     # Imported here: it loads MLflow (seconds), which the interpolate stages never use.
     from pipeline.steps.context import StepContext
 
-    return StepContext.load(Path.cwd(), args.params)
+    return StepContext.load(Path.cwd(), args.params) if _rank() == 0 else _untracked_ctx(Path.cwd() / args.params)
+
+
+def _rank() -> int:
+    import os
+
+    from pipeline.torchrun import under_torchrun
+
+    return int(os.environ.get("RANK", "0")) if under_torchrun() else 0
+
+
+def _untracked_ctx(params_file: Path) -> StepContext:
+    """A training rank other than 0: the parameters without MLflow (only rank 0 tracks; N ranks
+    creating one SQLite store at once would race)."""
+    from pipeline.params import load_params
+    from pipeline.steps.context import StepContext
+
+    return StepContext(root=Path.cwd().resolve(), params=load_params(params_file), tracking=None)  # type: ignore[arg-type]
 
 
 def _claim_output_folder(path: Path) -> None:
@@ -53,11 +70,29 @@ def _resolve_init(args: argparse.Namespace) -> int:
     return _print(resolve_init_step(_ctx(args), args.out))
 
 
+def _ranks(args: argparse.Namespace) -> int | None:
+    """``runtime.processes`` ranks for a training stage: the launch's exit status when this process
+    launched them under torchrun, None when it trains itself (one process, or a rank)."""
+    from pipeline.params import load_params
+    from pipeline.torchrun import launch, stage_processes, under_torchrun
+
+    if under_torchrun():
+        return None
+    count = stage_processes(load_params(Path.cwd() / args.params))  # fails fast, before any rank starts
+    return launch(["pipeline.cli", *args.argv], count, f"stage {args.stage}") if count > 1 else None
+
+
+def _print_rank0(data: dict) -> int:
+    return _print(data) if _rank() == 0 else 0
+
+
 def _psnr(args: argparse.Namespace) -> int:
     from pipeline.steps.train import pretrain_psnr_step
 
+    if (status := _ranks(args)) is not None:
+        return status
     ctx = _ctx(args)
-    return _print(
+    return _print_rank0(
         pretrain_psnr_step(ctx, args.patches, args.run_dir, args.model_out, args.metrics, init_dir=args.init_dir)
     )
 
@@ -65,8 +100,10 @@ def _psnr(args: argparse.Namespace) -> int:
 def _gan(args: argparse.Namespace) -> int:
     from pipeline.steps.train import finetune_gan_step
 
+    if (status := _ranks(args)) is not None:
+        return status
     ctx = _ctx(args)
-    return _print(
+    return _print_rank0(
         finetune_gan_step(
             ctx, args.patches, args.init, args.run_dir, args.model_out, args.metrics, init_dir=args.init_dir
         )

@@ -220,6 +220,20 @@ class RuntimeConfig(_Strict):
     seed: int = Field(0, ge=0, le=MAX_SEED)
     #: CPU threads for torch (None: torch's default).
     threads: int | None = Field(None, ge=1, le=1024)
+    #: Training processes per node for launchers (the pipeline runs that many under torchrun):
+    #: ``auto`` = the visible GPUs (1 on CPU). The loop itself uses the world size torchrun gives it;
+    #: the batch is global, so the count changes no result beyond float rounding.
+    processes: Literal["auto"] | int = "auto"
+    #: Nodes (pods) per training stage, for launchers (Kubeflow: > 1 runs a TrainJob).
+    nodes: int = Field(1, ge=1, le=1024)
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _auto_or_count(cls, v: Any) -> Any:
+        # One message instead of pydantic's one per member of the union.
+        if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
+            return v
+        raise ValueError(f"expected auto or a whole number from 1 to 1024, got {str(v)[:60]}")
 
 
 class LoggingConfig(_Strict):

@@ -4,17 +4,49 @@
 ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them. The
 backend is NCCL on CUDA and gloo on CPU (which is what the tests use). Only rank 0 logs,
 validates and writes files; every rank runs the same number of iterations.
+
+Collectives time out after :data:`COLLECTIVE_TIMEOUT_ENV` seconds (default
+:data:`DEFAULT_COLLECTIVE_TIMEOUT_S`): a rank that hangs fails the others with an error instead of
+blocking them forever. A rank that *dies* is noticed sooner: gloo sees the closed connection at
+the next collective, and torchrun stops the remaining ranks. The timeout must exceed the longest
+stretch rank 0 works alone (validation, writing a checkpoint) while the others wait at a barrier.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
 from esrgan.devices import DeviceError, resolve_device
+
+#: Environment variable: seconds a collective (all-reduce, barrier) may wait for the other ranks.
+COLLECTIVE_TIMEOUT_ENV = "ESRGAN_COLLECTIVE_TIMEOUT_S"
+DEFAULT_COLLECTIVE_TIMEOUT_S = 900.0
+
+
+def launched_rank() -> int:
+    """This process's global rank as torchrun set it (0 when not launched by torchrun).
+
+    Readable before the process group exists, so a caller can decide what only rank 0 does
+    (tracking, resetting a run folder) before :func:`init_distributed` joins the group.
+    """
+    return int(os.environ.get("RANK", "0"))
+
+
+def collective_timeout() -> timedelta:
+    """:data:`COLLECTIVE_TIMEOUT_ENV` as a timedelta (a positive number of seconds)."""
+    raw = os.environ.get(COLLECTIVE_TIMEOUT_ENV, "")
+    try:
+        seconds = float(raw) if raw else DEFAULT_COLLECTIVE_TIMEOUT_S
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise ValueError(f"{COLLECTIVE_TIMEOUT_ENV}={raw!r}: expected a positive number of seconds")
+    return timedelta(seconds=seconds)
 
 
 @dataclass(frozen=True)
@@ -46,7 +78,8 @@ def init_distributed(device_preference: str = "auto") -> DistContext:
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo", init_method="env://")
+        backend = "nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, init_method="env://", timeout=collective_timeout())
     return DistContext(rank=dist.get_rank(), world_size=dist.get_world_size(), local_rank=local_rank, device=device)
 
 

@@ -14,6 +14,7 @@ from mlflow.tracking import MlflowClient
 
 from esrgan.training import TrainResult, train
 from esrgan.training.config import STAGE_SECTIONS
+from esrgan.training.distributed import launched_rank
 from pipeline.errors import StageInputError
 from pipeline.steps.context import StepContext
 from pipeline.tracking import MlflowCallbacks, parent_run_id, stage_run
@@ -200,11 +201,11 @@ def _stage_init(ctx: StepContext, section: str, init_dir: Path | None) -> Iterat
 
 
 def _sections(ctx: StepContext, stage_section: str) -> dict[str, Any]:
-    return {
-        "model": ctx.params.section("model"),
-        stage_section: ctx.params.section(stage_section),
-        "runtime": ctx.params.section("runtime"),
-    }
+    from pipeline.params import LAUNCH_KEYS
+
+    # Not runtime.processes/nodes: checkpoints mean the same for any number of ranks (global batch).
+    runtime = {k: v for k, v in ctx.params.section("runtime").items() if k not in LAUNCH_KEYS}
+    return {"model": ctx.params.section("model"), stage_section: ctx.params.section(stage_section), "runtime": runtime}
 
 
 def _train_stage(
@@ -228,20 +229,20 @@ def _train_stage(
     with _stage_init(ctx, section, init_dir) as sources:
         generator = sources.generator or init
         check_training_inputs(ctx, patches_dir, generator, run_dir, outputs, stage)
-        fingerprint = _input_fingerprint(ctx, section, patches_dir, generator, sources.discriminator)
-        _fresh_or_resumable(run_dir, fingerprint)
+        # Under torchrun only rank 0 resets the run folder, tracks and writes outputs; the other
+        # ranks join it in train() (whose process-group rendezvous waits for rank 0's reset).
+        main_rank = launched_rank() == 0
+        if main_rank:
+            _fresh_or_resumable(
+                run_dir, _input_fingerprint(ctx, section, patches_dir, generator, sources.discriminator)
+            )
         train_dir, val_dir = patches_dir / "train", patches_dir / "val"
         # Explicit files take precedence over the config's sources in train(), and are read as
         # they are: the sources were resolved (and param_key applied) by resolve_stage_init.
         config = ctx.params.train_config()
-        with stage_run(ctx.tracking, section, _sections(ctx, section)):
-            lineage = sources.tags(section)
-            if lineage:  # where training started: on the stage's run and the pipeline's parent run
-                mlflow.set_tags(lineage)
-                parent = parent_run_id(ctx.tracking)
-                for key, value in lineage.items():
-                    MlflowClient().set_tag(parent, key, value)
-            result = train(
+
+        def run_training(callbacks: MlflowCallbacks | None) -> TrainResult:
+            return train(
                 stage,
                 config,
                 train_dir / "hr",
@@ -252,9 +253,20 @@ def _train_stage(
                 init_generator=generator,
                 init_discriminator=sources.discriminator,
                 resume=resume,
-                callbacks=MlflowCallbacks(),
+                callbacks=callbacks,
             )
-            return _finish(result, model_out, metrics_file)
+
+        if not main_rank:
+            run_training(None)
+            return {}
+        with stage_run(ctx.tracking, section, _sections(ctx, section)):
+            lineage = sources.tags(section)
+            if lineage:  # where training started: on the stage's run and the pipeline's parent run
+                mlflow.set_tags(lineage)
+                parent = parent_run_id(ctx.tracking)
+                for key, value in lineage.items():
+                    MlflowClient().set_tag(parent, key, value)
+            return _finish(run_training(MlflowCallbacks()), model_out, metrics_file)
 
 
 def pretrain_psnr_step(
