@@ -2,7 +2,15 @@
 
 Logged with MLflow's "models from code" (this file is the model's code; nothing is pickled).
 The generator travels as the artifact ``generator`` (safetensors, readable by
-``esrgan.models.load_generator``, spandrel, chaiNNer).
+``esrgan.models.load_generator``, spandrel, chaiNNer) and as ``onnx`` (``model.onnx``).
+
+Engine: the server upscales with the fastest engine installed (``esrgan.engines``: OpenVINO or ONNX
+Runtime on ``model.onnx``, bf16 where the CPU has it and the output stays within the fidelity bound
+of PyTorch fp32), and falls back to PyTorch on the generator when no ONNX engine is installed or the
+version has no ``model.onnx``. ``ESRGAN_ENGINE`` (``auto``, ``openvino``, ``onnxruntime``, ``torch``)
+and ``ESRGAN_PRECISION`` (``auto``, ``fp32``, ``bf16``, ``fp16``) on the server, or ``engine`` /
+``precision`` in the model config, pin them. This module imports no torch: the torch-free serving
+image (``Dockerfile.serve``) loads it.
 
 Request (``POST /invocations``)::
 
@@ -38,6 +46,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import mlflow
@@ -59,6 +68,9 @@ MAX_QUOTE = 100
 MAX_QUOTED = 60
 
 log = logging.getLogger(__name__)
+
+#: ``upscale(image, tile) -> image``: what ``predict`` calls for each row.
+Upscale = Callable[[np.ndarray, int], np.ndarray]
 
 
 def clip(text: Any, limit: int = MAX_QUOTE) -> str:
@@ -209,14 +221,76 @@ def encode_png(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+class ModelLoadError(RuntimeError):
+    """The served model cannot be loaded here (no engine for it); the message is one sentence."""
+
+
+def torch_upscaler(generator_file: str, precision: str = "fp32") -> Upscale:
+    """PyTorch on the generator file: today's server (``precision`` ``auto`` means fp32 here, as before)."""
+    try:
+        from esrgan.inference import upscale
+        from esrgan.models import load_generator
+    except ImportError as exc:
+        raise ModelLoadError(
+            f"no ONNX engine (openvino, onnxruntime) and no torch here ({exc}): install one of them"
+        ) from None
+    generator = load_generator(generator_file)
+    chosen: Any = "fp32" if precision == "auto" else precision
+    if chosen not in ("fp32", "bf16", "fp16"):
+        raise ModelLoadError(f"precision {precision!r}: expected auto, fp32, bf16 or fp16")
+
+    def run(image: np.ndarray, tile: int) -> np.ndarray:
+        return upscale(generator, image, tile=tile, precision=chosen)
+
+    return run
+
+
+def load_upscaler(artifacts: dict[str, str], engine: str = "auto", precision: str = "auto") -> tuple[Upscale, str]:
+    """The fastest allowed way to upscale with a logged model's files, and its name (``openvino bf16``...).
+
+    ``engine`` ``torch`` (or a version without ``model.onnx``) runs PyTorch on ``generator``, as the
+    server did before the engines; any other choice builds an :mod:`esrgan.engines` engine on
+    ``onnx``. With ``auto``, a model whose ONNX file no engine here can run (none installed, a file
+    without the export's metadata, a copy of ``esrgan`` older than the engines) falls back to PyTorch.
+    """
+    onnx = artifacts.get("onnx")
+    if engine != "torch" and onnx:
+        try:
+            from esrgan import engines
+        except ImportError as exc:  # the version's own copy of esrgan has no engines
+            if engine != "auto":
+                raise ModelLoadError(f"engine {engine!r} asked for, but this model's code has none ({exc})") from None
+            log.warning("no esrgan.engines in this model's code (%s): PyTorch serves it", exc)
+        else:
+            try:
+                runner = engines.load_engine(onnx, engine=engine, precision=precision)
+            except (engines.EngineUnavailable, engines.EngineLoadError) as exc:
+                if engine != "auto":
+                    raise ModelLoadError(str(exc)) from None
+                log.warning("no ONNX engine for this model (%s): PyTorch serves it", exc)
+            except ValueError as exc:  # an unknown engine or precision name
+                raise ModelLoadError(str(exc)) from None
+            else:
+
+                def run(image: np.ndarray, tile: int) -> np.ndarray:
+                    return engines.upscale_array(runner, image, tile=tile)
+
+                return run, f"{runner.name} {runner.precision}"
+    if "generator" not in artifacts:
+        raise ModelLoadError("the model has neither an ONNX file an engine can run nor a generator file")
+    chosen = "fp32" if precision == "auto" else precision
+    return torch_upscaler(artifacts["generator"], chosen), f"torch {chosen}"
+
+
 class ESRGANUpscaler(mlflow.pyfunc.PythonModel):
-    """Upscales each row's ``image`` (base64) with the packaged generator."""
+    """Upscales each row's ``image`` (base64) with the packaged model, through the fastest engine."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
-        from esrgan.models import load_generator
-
         config = context.model_config or {}
-        self.generator = load_generator(context.artifacts["generator"])
+        engine = os.environ.get("ESRGAN_ENGINE") or config.get("engine", "auto")
+        precision = os.environ.get("ESRGAN_PRECISION") or config.get("precision", "auto")
+        self.upscale, self.engine = load_upscaler(dict(context.artifacts), engine, precision)
+        log.warning("serving with %s", self.engine)  # warning: MLflow's server shows no info lines
         env_limit = os.environ.get("ESRGAN_MAX_INPUT_PIXELS")
         self.max_pixels = int(env_limit or config.get("max_input_pixels", DEFAULT_MAX_INPUT_PIXELS))
         env_request = os.environ.get("ESRGAN_MAX_REQUEST_PIXELS")
@@ -226,8 +300,6 @@ class ESRGANUpscaler(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
-        from esrgan.inference import upscale
-
         if "image" not in model_input.columns:
             raise _bad_request(f"expected a column 'image', got {clip(list(model_input.columns))}")
         images = model_input["image"].tolist()
@@ -235,7 +307,7 @@ class ESRGANUpscaler(mlflow.pyfunc.PythonModel):
         rows = []
         for i, b64 in enumerate(images):
             image = decode_image(b64, i, self.max_pixels)
-            out = upscale(self.generator, image, tile=self.tile)
+            out = self.upscale(image, self.tile)
             rows.append({"image": encode_png(out), "width": int(out.shape[1]), "height": int(out.shape[0])})
         return pd.DataFrame(rows, columns=["image", "width", "height"])
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import shutil
 import tempfile
@@ -40,10 +41,14 @@ def _input_example() -> Any:
 
 
 def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
 
     pkgs = ["torch", "numpy", "pillow", "safetensors", "pandas", "opencv-python-headless", "scipy", "pydantic", "tqdm"]
-    return [f"mlflow=={version('mlflow')}"] + [f"{p}=={version(p)}" for p in pkgs]
+    engines = []  # the served model runs through these when installed (pipeline.pyfunc_model.load_upscaler)
+    for engine in ("openvino", "onnxruntime"):
+        with contextlib.suppress(PackageNotFoundError):
+            engines.append(f"{engine}=={version(engine)}")
+    return [f"mlflow=={version('mlflow')}"] + [f"{p}=={version(p)}" for p in pkgs] + engines
 
 
 def log_generator_model(

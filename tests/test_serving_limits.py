@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from esrgan.models import RRDBNet, save_generator
-from pipeline.pyfunc_model import BadRequest, ESRGANUpscaler
+from pipeline.pyfunc_model import BadRequest, ESRGANUpscaler, load_upscaler
 
 
 def header_only_png(width: int, height: int) -> bytes:
@@ -47,10 +47,14 @@ def png_b64(h: int, w: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def upscaler() -> ESRGANUpscaler:
+def upscaler(tmp_path_factory: pytest.TempPathFactory) -> ESRGANUpscaler:
     torch.manual_seed(0)
+    gen = tmp_path_factory.mktemp("gen") / "g.safetensors"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        save_generator(RRDBNet(num_feat=8, num_block=1, num_grow=4), gen)
     model = ESRGANUpscaler()
-    model.generator = RRDBNet(num_feat=8, num_block=1, num_grow=4).eval()
+    model.upscale, model.engine = load_upscaler({"generator": str(gen)}, "torch")
     model.max_pixels, model.max_request_pixels, model.tile = 400, 600, 256
     return model
 
