@@ -442,7 +442,7 @@ def _run_export_onnx(args: argparse.Namespace) -> int:
 def _add_deploy(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("deploy", help="print deployment manifests for a registered version")
     dsub = p.add_subparsers(dest="deploy_command", required=True, metavar="TARGET")
-    k = dsub.add_parser("kserve", help="a KServe InferenceService (MLflow format) for kubectl apply -f -")
+    k = dsub.add_parser("kserve", help="a KServe InferenceService for kubectl apply -f -")
     k.add_argument("--model", default="models:/esrgan-x4@champion", help="models:/NAME@ALIAS or models:/NAME/VERSION")
     k.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     k.add_argument(
@@ -456,7 +456,15 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--cpu", default="2", help="CPU request per replica (limit: twice this)")
     k.add_argument("--memory", default="4Gi", help="memory request per replica (limit: twice this)")
     k.add_argument("--gpus", type=int, default=0)
-    k.add_argument("--runtime", help="ServingRuntime name (one whose image has PyTorch; see docs/deployment.md)")
+    k.add_argument(
+        "--runtime",
+        choices=("onnx", "torch", "mlserver"),
+        help="onnx: the torch-free serving image, OpenVINO on model.onnx (default on CPUs); torch: the project "
+        "image, PyTorch (default with --gpus); mlserver: KServe's mlflow format (see docs/deployment.md)",
+    )
+    k.add_argument("--image", help="predictor image for onnx/torch (default: <repository>:<version>-serve, -cpu, -cuda)")
+    k.add_argument("--image-repository", help="repository of the default predictor image (default ghcr.io/owner/...)")
+    k.add_argument("--serving-runtime", help="with --runtime mlserver: a ServingRuntime whose image has PyTorch")
     k.add_argument("--canary", type=int, help="percent of traffic for the new revision (KServe canary rollout)")
     k.set_defaults(handler=lambda a: _registry_call(lambda: _run_deploy_kserve(a)))
 
@@ -486,6 +494,9 @@ def _run_deploy_kserve(args: argparse.Namespace) -> int:
         max_replicas=args.max_replicas,
         resources=resources,
         runtime=args.runtime,
+        serving_runtime=args.serving_runtime,
+        image=args.image,
+        repository=args.image_repository,
         canary_percent=args.canary,
     )
     print(f"# {args.model} = {resolved.name} version {resolved.version}", file=sys.stderr)

@@ -8,6 +8,17 @@ rolls out a new revision of the predictor. The version is recorded in the annota
 
 Credentials are never part of the manifest: the predictor's service account references a
 Secret (created once, see the docs) that holds them and KServe's S3 annotations.
+
+How the predictor serves (``--runtime``):
+
+- ``onnx`` (the default on CPUs): the torch-free serving image (``Dockerfile.serve``,
+  ``<repository>:<tag>-serve``) runs ``mlflow models serve`` on the version, which KServe's
+  storage initializer downloads to ``/mnt/models``; the pyfunc upscales through OpenVINO on the
+  version's ``model.onnx``.
+- ``torch`` (the default with ``--gpus``): the same container command in the project image
+  (``-cpu``, or ``-cuda`` with GPUs), PyTorch on the generator.
+- ``mlserver``: KServe's own ``mlflow`` model format (MLServer, Open Inference Protocol v2), with
+  ``--serving-runtime NAME`` pinning a ServingRuntime whose image has PyTorch.
 """
 
 from __future__ import annotations
@@ -20,6 +31,16 @@ from urllib.parse import urlparse
 from pipeline.champion import RegistryError, registry_errors
 
 ANNOTATION_PREFIX = "esrgan.mlflow.org"
+#: ``--runtime`` choices (module docstring).
+RUNTIMES = ("onnx", "torch", "mlserver")
+#: Where KServe's storage initializer puts ``storageUri`` / ``STORAGE_URI`` in the predictor container.
+MODEL_MOUNT = "/mnt/models"
+#: The port KServe routes to in a custom predictor container.
+PORT = 8080
+#: MLflow's scoring server, as the serving image's CMD runs it (the project image's CMD is ``esrgan --help``).
+SERVE_COMMAND = ["mlflow", "models", "serve", "-m", MODEL_MOUNT, "--env-manager", "local", "--host", "0.0.0.0"]
+#: Seconds a request may take (MLflow's default, 60 s, cuts off a 1-megapixel request on a small CPU node).
+REQUEST_TIMEOUT = 600
 
 
 @dataclass(frozen=True)
@@ -102,6 +123,39 @@ def resolve(mlflow_client: Any, model_uri: str, artifacts_destination: str | Non
     )
 
 
+def default_runtime(gpus: int) -> str:
+    """``onnx`` on CPUs (the torch-free image, the fastest CPU engine), ``torch`` with GPUs."""
+    return "torch" if gpus else "onnx"
+
+
+def serving_image(runtime: str, repository: str, tag: str, gpus: int = 0) -> str:
+    """The predictor image of ``runtime``: ``<repository>:<tag>-serve``, ``-cpu`` or ``-cuda``."""
+    if runtime == "onnx":
+        return f"{repository}:{tag}-serve"
+    if runtime == "torch":
+        return f"{repository}:{tag}-{'cuda' if gpus else 'cpu'}"
+    raise RegistryError(f"--runtime {runtime}: the mlserver runtime's image comes from its ServingRuntime")
+
+
+def _container(runtime: str, image: str, storage_uri: str, resources: Resources) -> dict[str, Any]:
+    """KServe's custom predictor container: storage initializer via ``STORAGE_URI``, MLflow's server."""
+    env = [
+        {"name": "STORAGE_URI", "value": storage_uri},
+        {"name": "MLFLOW_SCORING_SERVER_REQUEST_TIMEOUT", "value": str(REQUEST_TIMEOUT)},
+        {"name": "ESRGAN_ENGINE", "value": "torch" if runtime == "torch" else "auto"},
+    ]
+    probe = {"httpGet": {"path": "/ping", "port": PORT}, "periodSeconds": 5}
+    return {
+        "name": "kserve-container",
+        "image": image,
+        "command": [*SERVE_COMMAND, "--port", str(PORT)],
+        "env": env,
+        "ports": [{"containerPort": PORT, "protocol": "TCP"}],
+        "readinessProbe": probe,
+        "resources": resources.manifest(),
+    }
+
+
 def _k8s_name(text: str) -> str:
     name = re.sub(r"[^a-z0-9-]+", "-", text.lower()).strip("-")
     if not name or not name[0].isalpha():
@@ -120,13 +174,30 @@ def inference_service(
     max_replicas: int = 2,
     resources: Resources | None = None,
     runtime: str | None = None,
+    serving_runtime: str | None = None,
+    image: str | None = None,
+    repository: str | None = None,
+    tag: str | None = None,
     canary_percent: int | None = None,
 ) -> list[dict[str, Any]]:
     """The manifests to apply: a ServiceAccount that carries the S3 secret, and the InferenceService.
 
-    The predictor uses KServe's ``mlflow`` model format (MLServer, Open Inference Protocol v2).
-    ``runtime`` pins a ServingRuntime by name (one whose image has PyTorch, see the docs).
+    ``runtime`` (:data:`RUNTIMES`, default :func:`default_runtime`): ``onnx`` and ``torch`` run a
+    custom predictor container (``image``, else :func:`serving_image` of ``repository`` and ``tag``)
+    that serves the version with MLflow's scoring server (``POST /invocations``); ``mlserver`` uses
+    KServe's ``mlflow`` model format (Open Inference Protocol v2), ``serving_runtime`` pinning a
+    ServingRuntime by name (one whose image has PyTorch, see the docs).
     """
+    resources = resources or Resources()
+    runtime = runtime or default_runtime(resources.gpus)
+    if runtime not in RUNTIMES:
+        raise RegistryError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
+    if runtime == "onnx" and resources.gpus:
+        raise RegistryError("--runtime onnx serves on CPUs (OpenVINO); with --gpus use --runtime torch")
+    if serving_runtime and runtime != "mlserver":
+        raise RegistryError(f"--serving-runtime applies to --runtime mlserver, not {runtime}")
+    if image and runtime == "mlserver":
+        raise RegistryError("--image applies to --runtime onnx or torch; mlserver's image is its ServingRuntime's")
     if min_replicas < 0 or max_replicas < max(1, min_replicas):
         raise RegistryError(f"replicas: need 0 <= min ({min_replicas}) <= max ({max_replicas}) and max >= 1")
     if canary_percent is not None and not 0 <= canary_percent <= 100:
@@ -137,20 +208,27 @@ def inference_service(
     if namespace:
         meta["namespace"] = namespace
     account = {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta, "secrets": [{"name": secret}]}
-    model: dict[str, Any] = {
-        "modelFormat": {"name": "mlflow"},
-        "protocolVersion": "v2",
-        "storageUri": resolved.storage_uri,
-        "resources": (resources or Resources()).manifest(),
-    }
-    if runtime:
-        model["runtime"] = runtime
     predictor: dict[str, Any] = {
         "serviceAccountName": sa_name,
         "minReplicas": min_replicas,
         "maxReplicas": max_replicas,
-        "model": model,
     }
+    if runtime == "mlserver":
+        model: dict[str, Any] = {
+            "modelFormat": {"name": "mlflow"},
+            "protocolVersion": "v2",
+            "storageUri": resolved.storage_uri,
+            "resources": resources.manifest(),
+        }
+        if serving_runtime:
+            model["runtime"] = serving_runtime
+        predictor["model"] = model
+    else:
+        if image is None:
+            from components import DEFAULT_REPOSITORY
+
+            image = serving_image(runtime, repository or DEFAULT_REPOSITORY, tag or _version(), resources.gpus)
+        predictor["containers"] = [_container(runtime, image, resolved.storage_uri, resources)]
     if canary_percent is not None:
         predictor["canaryTrafficPercent"] = canary_percent
     isvc_meta: dict[str, Any] = {
@@ -161,6 +239,7 @@ def inference_service(
             f"{ANNOTATION_PREFIX}/version": resolved.version,
             f"{ANNOTATION_PREFIX}/source": resolved.source,
             f"{ANNOTATION_PREFIX}/aliases": ",".join(sorted(resolved.aliases)),
+            f"{ANNOTATION_PREFIX}/runtime": runtime,
         },
     }
     if namespace:
@@ -172,6 +251,16 @@ def inference_service(
         "spec": {"predictor": predictor},
     }
     return [account, service]
+
+
+def _version() -> str:
+    """The installed package version: the image tags' prefix, as ``./run image`` and KFP name them."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("esrgan-pipeline")
+    except PackageNotFoundError:  # a source checkout that was never installed
+        return "0.0.0"
 
 
 def to_yaml(documents: list[dict[str, Any]]) -> str:

@@ -117,6 +117,8 @@ def test_manifest_points_at_the_champion_files_in_s3(
         "3Gi",
         "--canary",
         "10",
+        "--runtime",
+        "mlserver",  # KServe's mlflow format; the default custom container: tests/test_kserve_runtime.py
     )
     assert result.returncode == 0, result.stderr
     account, service = list(yaml.safe_load_all(result.stdout))
@@ -153,9 +155,16 @@ def test_manifest_points_at_the_champion_files_in_s3(
     assert client.get_model_version(NAME, "1").source.removeprefix("models:/") not in uri
     # By version number the same location comes out.
     by_number = yaml.safe_load_all(
-        deploy(url, "--model", f"models:/{NAME}/2", "--artifacts-destination", DESTINATION).stdout
+        deploy(
+            url, "--model", f"models:/{NAME}/2", "--artifacts-destination", DESTINATION, "--runtime", "mlserver"
+        ).stdout
     )
     assert list(by_number)[1]["spec"]["predictor"]["model"]["storageUri"] == uri
+    # The default (--runtime onnx) hands the same location to the storage initializer.
+    (container,) = list(yaml.safe_load_all(deploy(url, "--artifacts-destination", DESTINATION).stdout))[1]["spec"][
+        "predictor"
+    ]["containers"]
+    assert {"name": "STORAGE_URI", "value": uri} in container["env"]
 
 
 def test_rollback_changes_the_manifest(registered: dict, deploy: Any) -> None:
