@@ -78,7 +78,9 @@ def _error_lines(exc: BaseException) -> list[str]:
 def _add_upscale(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("upscale", help="upscale image files and folders with a generator")
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
-    p.add_argument("--model", "-m", required=True, help="generator checkpoint (.pth/.safetensors) or models:/ URI")
+    p.add_argument(
+        "--model", "-m", required=True, help="generator checkpoint (.pth/.safetensors), exported .onnx, or models:/ URI"
+    )
     p.add_argument("--output", "-o", type=Path, required=True, help="output folder")
     p.add_argument(
         "--tile",
@@ -88,7 +90,18 @@ def _add_upscale(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--tile-pad", type=int, default=None, help="context around each tile in input pixels")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N, mps (default auto)")
-    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"])
+    p.add_argument(
+        "--engine",
+        default="auto",
+        choices=["auto", "torch", "onnxruntime", "openvino"],
+        help="inference engine; auto: the fastest installed one within the fidelity bound of torch fp32",
+    )
+    p.add_argument(
+        "--precision",
+        default="auto",
+        choices=["auto", "fp32", "fp16", "bf16"],
+        help="auto: the fastest within the fidelity bound (bf16 where the CPU has it; torch alone: fp32 on CPU)",
+    )
     p.add_argument("--suffix", default="_x{scale}", help="appended to each output file name (default _x{scale})")
     p.add_argument("--overwrite", action="store_true", help="replace output files that already exist")
     p.set_defaults(handler=_run_upscale)
@@ -107,6 +120,7 @@ def _run_upscale(args: argparse.Namespace) -> int:
         precision=args.precision,
         suffix=args.suffix,
         overwrite=args.overwrite,
+        engine=args.engine,
     )
 
 

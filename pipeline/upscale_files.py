@@ -24,11 +24,22 @@ import sys
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from tqdm import tqdm
 
 from esrgan.devices import DeviceError, resolve_device
+from esrgan.engines import (
+    DEFAULT_TILE_PAD,
+    Engine,
+    EngineLoadError,
+    EngineUnavailable,
+    InsufficientMemoryError,
+    available_memory,
+    load_engine,
+    plan_tile,
+    upscale_array,
+)
 from esrgan.imageio import ImageReadError, image_info, is_image_path, read_image, write_image
-from esrgan.inference import DEFAULT_TILE_PAD, InsufficientMemoryError, available_memory, plan_tile, upscale
 from esrgan.models import RRDBNet
 from pipeline.errors import PipelineError
 
@@ -265,14 +276,38 @@ def _place(tmp: Path, final: Path, overwrite: bool) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _warm_up(model: RRDBNet) -> None:
+def _warm_up(model: RRDBNet | Engine) -> None:
     """One tiny forward pass before planning: it starts the thread pool, whose stacks and
     allocator arenas count against an address-space limit (``ulimit -v``) and must be in the plan."""
+    if isinstance(model, Engine):
+        model.upscale_nchw(np.zeros((1, model.in_ch, 8, 8), dtype=np.float32))
+        return
     import torch
 
     from esrgan.inference import upscale_tensor
 
     upscale_tensor(model, torch.zeros(1, 3, 8, 8), precision="fp32")
+
+
+def load_runner(model_ref: str, engine: str = "auto", precision: str = "auto", device: str = "auto") -> Engine:
+    """The engine ``esrgan upscale`` runs: ``model_ref`` (a checkpoint, a ``models:/`` URI, or an
+    exported ``.onnx`` file, which needs no torch) on ``engine`` in ``precision`` (see
+    :func:`esrgan.engines.load_engine`). Engines that are not installed are skipped by ``auto``
+    with one line under ``-v``.
+
+    Raises:
+        UpscaleError: the engine asked for cannot run here, or the ``.onnx`` file is not a model.
+    """
+    try:
+        if model_ref.lower().endswith(".onnx") and not model_ref.startswith(("models:/", "runs:/")):
+            if device not in ("auto", "cpu"):
+                raise UpscaleError(f"--device {device}: an .onnx model runs on the CPU here; use --device cpu")
+            return load_engine(Path(model_ref), engine, precision)
+        return load_engine(load_model_for_inference(model_ref, device), engine, precision)
+    except EngineUnavailable as exc:
+        raise UpscaleError(f"--engine {engine}: {exc}") from None
+    except EngineLoadError as exc:
+        raise UpscaleError(str(exc)) from None
 
 
 def upscale_files(
@@ -285,12 +320,14 @@ def upscale_files(
     precision: str = "auto",
     suffix: str = "_x{scale}",
     overwrite: bool = False,
+    engine: str = "auto",
 ) -> int:
     """Upscale every input image into ``output_dir`` as PNG, following the rules in the module docstring.
 
     Args:
         tile: tile edge in input pixels; ``None`` plans it per image from its size and the free
             memory (``esrgan.inference.plan_tile``), 0 forces the whole image at once.
+        engine, precision: see :func:`load_runner`; the engine is compiled once for the whole run.
 
     Returns:
         ``EXIT_OK`` when every file succeeded, ``EXIT_SOME_FAILED`` when any was skipped.
@@ -307,10 +344,11 @@ def upscale_files(
     pad = DEFAULT_TILE_PAD if tile_pad is None else tile_pad
     if pad < 0:
         raise UpscaleError(f"--tile-pad {pad}: must not be negative")
-    model = load_model_for_inference(model_ref, device)
+    model = load_runner(model_ref, engine, precision, device)
+    log.debug("engine: %s %s on %s", model.name, model.precision, model.device)
     plan = list(dict.fromkeys(zip(files, plan_outputs(files, output_dir, suffix, model.scale, overwrite), strict=True)))
     _warm_up(model)
-    log.debug("memory available for upscaling: %d MiB", available_memory(next(model.parameters()).device) >> 20)
+    log.debug("memory available for upscaling: %d MiB", available_memory(model.device) >> 20)
     failed = 0
     for index, (path, out_path) in enumerate(tqdm(plan, desc="upscale", unit="img", disable=None)):
         try:
@@ -319,7 +357,7 @@ def upscale_files(
             if use_tile and tile is None:
                 log.info("%s: %dx%d planned in %d-pixel tiles to fit in memory", path, width, height, use_tile)
             image = read_image(path)
-            result = upscale(model, image, tile=use_tile, tile_pad=pad, precision=precision)  # type: ignore[arg-type]
+            result = upscale_array(model, image, tile=use_tile, tile_pad=pad)
             del image
             # A short staging name, whatever the output's length (names near 255 bytes are allowed).
             partial = out_path.with_name(f".partial-{os.getpid()}-{index}.png")

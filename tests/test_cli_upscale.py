@@ -57,3 +57,73 @@ def test_bad_model_is_one_line_and_exit_2(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and str(bad) in result.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_engines_and_precisions_give_the_same_pictures(model_file: Path, tmp_path: Path) -> None:
+    """Every engine over the same rules (grey, RGBA, 16-bit, tiles), within the fidelity bound of torch fp32;
+    an exported .onnx runs as well as the checkpoint."""
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (10, 12, 4), dtype=np.uint8)).save(src / "rgba.png")
+    Image.fromarray(rng.integers(0, 255, (7, 5), dtype=np.uint8)).save(src / "grey.png")
+    Image.fromarray(rng.integers(0, 65535, (6, 9), dtype=np.uint16)).save(src / "deep.png")
+    onnx_file = tmp_path / "model.onnx"
+    assert run_cli("export", "onnx", model_file, "-o", onnx_file).returncode == 0
+    outputs = {}
+    for engine, precision, model in [
+        ("torch", "fp32", model_file),
+        ("onnxruntime", "fp32", onnx_file),
+        ("openvino", "auto", model_file),
+        ("auto", "auto", onnx_file),
+    ]:
+        out = tmp_path / f"out-{engine}-{precision}-{model.suffix}"
+        result = run_cli(
+            "upscale", src, "-m", model, "-o", out, "--tile", "4", "--engine", engine, "--precision", precision
+        )
+        if result.returncode == 2 and "is not installed" in result.stderr:
+            continue
+        assert result.returncode == 0, result.stderr[-2000:]
+        outputs[engine] = {p.name: np.asarray(Image.open(p)).astype(int) for p in sorted(out.iterdir())}
+    reference = outputs["torch"]
+    assert sorted(reference) == ["deep_x4.png", "grey_x4.png", "rgba_x4.png"]
+    for engine, images in outputs.items():
+        for name, pixels in images.items():
+            levels = 2 * 257 if name.startswith("deep") else 2  # 2 grey levels of 8 bits, on 16-bit output
+            assert pixels.shape == reference[name].shape, (engine, name)
+            assert np.abs(pixels - reference[name]).max() <= levels, (engine, name)
+
+
+def test_an_engine_that_is_not_installed_is_one_line_and_exit_2(model_file: Path, tmp_path: Path) -> None:
+    img = tmp_path / "x.png"
+    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(img)
+    code = "import sys; sys.modules['openvino'] = None\nfrom pipeline.cli import main\nsys.exit(main(sys.argv[1:]))\n"
+    args = ["upscale", str(img), "-m", str(model_file), "-o", str(tmp_path / "out")]
+    refused = subprocess.run(
+        [sys.executable, "-c", code, *args, "--engine", "openvino"], capture_output=True, text=True, timeout=120
+    )
+    assert refused.returncode == 2
+    assert (
+        refused.stderr.strip() == "esrgan: error: --engine openvino: openvino is not installed (pip install openvino)"
+    )
+    assert not (tmp_path / "out").exists()
+    # auto goes on with the next engine, saying so in one line under -v
+    done = subprocess.run([sys.executable, "-c", code, "-v", *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert sum("openvino is not installed" in line for line in done.stderr.splitlines()) >= 1
+    assert "Traceback" not in done.stderr
+
+
+def test_a_folder_of_photos_compiles_once(model_file: Path, tmp_path: Path) -> None:
+    from esrgan.engines import clear_cache, compile_count
+    from pipeline.upscale_files import upscale_files
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i, (h, w) in enumerate([(8, 8), (13, 21), (30, 7)]):
+        Image.fromarray(np.full((h, w, 3), 40 * i, np.uint8)).save(src / f"p{i}.png")
+    clear_cache()
+    before = compile_count()
+    assert upscale_files([src], str(model_file), tmp_path / "out", engine="onnxruntime") == 0
+    assert compile_count() == before + 1
+    assert len(list((tmp_path / "out").iterdir())) == 3
