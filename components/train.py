@@ -4,6 +4,10 @@ Checkpoints go to ``<checkpoint_root>/<pipeline key>/<stage>`` rather than into 
 artifact: a retried pod gets fresh, empty output paths, but the same persistent volume and the
 same key, so the step resumes from its latest checkpoint (and its fingerprint check discards
 checkpoints of another configuration).
+
+``gpus`` is the pipeline parameter that also sets the task's GPU limit, so ``runtime.processes:
+auto`` (one rank per visible GPU) and the request agree by construction; ``runtime.nodes`` > 1
+makes the task submit a Kubeflow TrainJob instead (docs/distributed-training.md).
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
@@ -15,18 +19,16 @@ def pretrain_psnr(
     checkpoint_root: str,
     kfp_run_id: str,
     kfp_run_name: str,
+    gpus: int,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
     """Stage 1: the L1 (PSNR-oriented) generator."""
-    from pathlib import Path
-
-    from components.runtime import generator_file, log_metrics, training_task
+    from components.runtime import log_metrics, run_training
     from pipeline.steps import pretrain_psnr_step
 
     tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name}
-    with training_task(config.path, checkpoint_root, "pretrain_psnr", tags) as (ctx, run_dir, metrics_file):
-        result = pretrain_psnr_step(ctx, Path(patches.path), run_dir, generator_file(model.path), metrics_file)
+    result = run_training(pretrain_psnr_step, config.path, patches.path, None, checkpoint_root, tags, model.path, gpus)
     log_metrics(metrics, result)
 
 
@@ -37,17 +39,17 @@ def finetune_gan(
     checkpoint_root: str,
     kfp_run_id: str,
     kfp_run_name: str,
+    gpus: int,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
     """Stage 2: perceptual + RaGAN + L1, initialised from the PSNR generator."""
     from pathlib import Path
 
-    from components.runtime import GENERATOR_FILE, generator_file, log_metrics, training_task
+    from components.runtime import GENERATOR_FILE, log_metrics, run_training
     from pipeline.steps import finetune_gan_step
 
     tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name}
-    with training_task(config.path, checkpoint_root, "finetune_gan", tags) as (ctx, run_dir, metrics_file):
-        init = Path(psnr_model.path) / GENERATOR_FILE
-        result = finetune_gan_step(ctx, Path(patches.path), init, run_dir, generator_file(model.path), metrics_file)
+    init = Path(psnr_model.path) / GENERATOR_FILE
+    result = run_training(finetune_gan_step, config.path, patches.path, init, checkpoint_root, tags, model.path, gpus)
     log_metrics(metrics, result)

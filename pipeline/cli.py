@@ -481,6 +481,9 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--serving-runtime", help="with --runtime mlserver: a ServingRuntime whose image has PyTorch")
     k.add_argument("--canary", type=int, help="percent of traffic for the new revision (KServe canary rollout)")
     k.set_defaults(handler=lambda a: _registry_call(lambda: _run_deploy_kserve(a)))
+    from pipeline.trainjob import add_deploy_parser
+
+    add_deploy_parser(dsub)  # esrgan deploy trainjob
 
 
 def _double(quantity: str) -> str:

@@ -3,6 +3,7 @@
 esrgan kfp compile                      # writes ./pipeline.yaml (commit it)
 esrgan kfp run-local [key=value ...]    # whole pipeline with kfp.local, sample data
 esrgan kfp submit --host URL [--experiment esrgan] [key=value ...]
+esrgan kfp train-task ...               # one rank of a training task (what the task launches)
 
 Like :mod:`pipeline.stage_commands`, an adapter: each command parses its arguments and calls one
 function (:func:`pipeline.kfp_dag.compile_pipeline`, :func:`pipeline.kfp_run.run_local`,
@@ -60,6 +61,19 @@ def _submit(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train_task(args: argparse.Namespace) -> int:
+    from components.runtime import train_task
+    from pipeline.kfp_params import parse_override
+
+    tags = dict(parse_override(t) for t in args.tag)
+    metrics = train_task(
+        args.stage, args.config, args.patches, args.init, args.run_dir, args.model_out, args.metrics, tags
+    )
+    if metrics:  # rank 0 (the other ranks return nothing)
+        print(json.dumps(metrics, indent=2))
+    return 0
+
+
 def add_kfp_parsers(sub: argparse._SubParsersAction) -> None:
     """Register ``esrgan kfp <command>`` sub-commands."""
     p = sub.add_parser("kfp", help="Kubeflow Pipelines: compile pipeline.yaml, run it locally, submit it")
@@ -94,3 +108,12 @@ def add_kfp_parsers(sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("overrides", nargs="*", metavar="key=value", help="pipeline parameter or dotted params key")
     s.set_defaults(handler=_submit)
+
+    # What each rank of a training task runs (in the task's pod under torchrun, or in a TrainJob's pods).
+    t = ksub.add_parser("train-task", help="one rank of a KFP training task (the task launches it)")
+    t.add_argument("--stage", required=True, choices=["pretrain_psnr", "finetune_gan"])
+    for option in ("--config", "--patches", "--run-dir", "--model-out", "--metrics"):
+        t.add_argument(option, type=Path, required=True)
+    t.add_argument("--init", type=Path, help="the PSNR generator (finetune_gan)")
+    t.add_argument("--tag", action="append", default=[], metavar="KEY=VALUE", help="tag of the MLflow parent run")
+    t.set_defaults(handler=_train_task)

@@ -26,7 +26,7 @@ from kfp.dsl.graph_component import GraphComponent
 from components.build import Images, build_components
 from esrgan.fileio import atomic_write
 from pipeline.errors import PipelineError
-from pipeline.kfp_params import canonical_json, split_knobs
+from pipeline.kfp_params import canonical_json, split_knobs, training_gpus
 from pipeline.params import load_params_document
 
 PIPELINE_NAME = "esrgan-pipeline"
@@ -49,7 +49,6 @@ S3_SECRET_ENV_MLFLOW = {"endpoint-url": "MLFLOW_S3_ENDPOINT_URL"}
 
 CHECKPOINT_MOUNT = "/mnt/checkpoints"
 TRAINING_RESOURCES = {"cpu_request": "4", "cpu_limit": "8", "memory_request": "16G", "memory_limit": "32G"}
-GPUS_PER_TRAINING_TASK = 1
 RETRY = {"num_retries": 3, "backoff_duration": "120s", "backoff_factor": 2.0, "backoff_max_duration": "3600s"}
 EVAL_PARALLELISM = 4  # alphas evaluated at once (CPU pods)
 
@@ -69,10 +68,12 @@ def _with_secrets(task: dsl.PipelineTask) -> dsl.PipelineTask:
     return task
 
 
-def _training(task: dsl.PipelineTask, checkpoint_pvc: Any) -> dsl.PipelineTask:
-    """GPU, CPU/memory, retries, checkpoint volume; never cached (it trains, and logs a new run)."""
+def _training(task: dsl.PipelineTask, checkpoint_pvc: Any, gpus: Any) -> dsl.PipelineTask:
+    """GPUs (the ``training_gpus`` parameter, which the task also receives: ``runtime.processes:
+    auto`` starts one rank per GPU the pod gets), CPU/memory, retries, checkpoint volume; never
+    cached (it trains, and logs a new run)."""
     r = TRAINING_RESOURCES
-    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(GPUS_PER_TRAINING_TASK)
+    task.set_accelerator_type("nvidia.com/gpu").set_accelerator_limit(gpus)
     task.set_cpu_request(r["cpu_request"]).set_cpu_limit(r["cpu_limit"])
     task.set_memory_request(r["memory_request"]).set_memory_limit(r["memory_limit"])
     task.set_retry(**RETRY)
@@ -91,6 +92,7 @@ def default_arguments(params_file: Path) -> dict[str, Any]:
         **DEFAULT_DATA,
         "checkpoint_pvc": "esrgan-checkpoints",
         "checkpoint_root": CHECKPOINT_MOUNT,
+        "training_gpus": training_gpus(doc),
     }
 
 
@@ -114,6 +116,7 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
         data_path: str = d["data_path"],
         checkpoint_pvc: str = d["checkpoint_pvc"],
         checkpoint_root: str = d["checkpoint_root"],
+        training_gpus: int = d["training_gpus"],
     ) -> str:
         run_id, run_name = dsl.PIPELINE_JOB_ID_PLACEHOLDER, dsl.PIPELINE_JOB_NAME_PLACEHOLDER
         resolved = (
@@ -145,8 +148,9 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
             checkpoint_root=checkpoint_root,
             kfp_run_id=run_id,
             kfp_run_name=run_name,
+            gpus=training_gpus,
         )
-        _training(psnr.set_display_name("pretrain PSNR"), checkpoint_pvc)
+        _training(psnr.set_display_name("pretrain PSNR"), checkpoint_pvc, training_gpus)
         gan = c.finetune_gan(
             config=config,
             patches=extract.outputs["patches"],
@@ -154,8 +158,9 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
             checkpoint_root=checkpoint_root,
             kfp_run_id=run_id,
             kfp_run_name=run_name,
+            gpus=training_gpus,
         )
-        _training(gan.set_display_name("fine-tune GAN"), checkpoint_pvc)
+        _training(gan.set_display_name("fine-tune GAN"), checkpoint_pvc, training_gpus)
 
         # Loop tasks take only the loop item, pipeline parameters and artifacts (kfp.local passes
         # upstream *parameter* outputs into a ParallelFor wrongly; artifacts work everywhere).

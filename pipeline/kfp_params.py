@@ -53,6 +53,19 @@ def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+#: GPUs of a training pod when ``runtime.processes`` is ``auto``.
+GPUS_PER_TRAINING_TASK = 1
+
+
+def training_gpus(doc: Mapping[str, Any]) -> int:
+    """The ``training_gpus`` pipeline parameter for a ``params.yaml`` document: GPUs per training pod
+    (per TrainJob node when ``runtime.nodes`` > 1): ``runtime.processes`` when it is a number, else
+    :data:`GPUS_PER_TRAINING_TASK`. The task starts one rank per GPU it gets (``auto``)."""
+    runtime = doc.get("runtime")
+    processes = runtime.get("processes", "auto") if isinstance(runtime, Mapping) else "auto"
+    return processes if isinstance(processes, int) and not isinstance(processes, bool) else GPUS_PER_TRAINING_TASK
+
+
 def canonical_json(doc: Mapping[str, Any]) -> str:
     """Stable text for a document (sorted keys): compiled defaults and cache keys must not jitter."""
     return json.dumps(doc, sort_keys=True, separators=(",", ":"))

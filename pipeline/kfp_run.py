@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from pipeline.errors import PipelineError, redact
-from pipeline.kfp_params import KNOBS, apply_overrides, canonical_json, parse_override, split_knobs
+from pipeline.kfp_params import KNOBS, apply_overrides, canonical_json, parse_override, split_knobs, training_gpus
 from pipeline.params import ParamsError, load_params_document
 
 PATH_TO_KNOB = {path: knob for knob, path in KNOBS.items()}
@@ -82,8 +82,13 @@ def build_arguments(
             raise ParamsError("dotted overrides need --params or a compiled params_json default")
         doc = json.loads(compiled_params_json)
     if doc is not None:
-        rest, knobs = split_knobs(apply_overrides(doc, dotted))
+        merged = apply_overrides(doc, dotted)
+        rest, knobs = split_knobs(merged)
         args = {"params_json": canonical_json(rest), **knobs, **args}
+        # The training pods' GPUs follow runtime.processes whenever it is sent.
+        sends_processes = params_doc is not None or any(key == "runtime.processes" for key, _ in dotted)
+        if "training_gpus" in names and "training_gpus" not in args and sends_processes:
+            args["training_gpus"] = training_gpus(merged)
     return args
 
 

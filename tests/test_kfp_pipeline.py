@@ -65,10 +65,17 @@ def test_alpha_sweep_is_a_parallel_for_over_the_alphas_parameter(spec: dict[str,
 
 
 def test_training_requests_a_gpu_cpu_and_memory(spec: dict[str, Any]) -> None:
+    # One pipeline parameter sets the GPU request and what the task is told it has, so
+    # runtime.processes: auto (one rank per visible GPU) matches the request by construction.
+    assert spec["root"]["inputDefinitions"]["parameters"]["training_gpus"]["defaultValue"] == 1
+    all_tasks = tasks(spec)
     for name in TRAINING:
         res = spec["deploymentSpec"]["executors"][f"exec-{name}"]["container"]["resources"]
         assert res["accelerator"]["resourceType"] == "nvidia.com/gpu"
-        assert res["accelerator"]["resourceCount"] == "1"
+        assert res["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--training_gpus']}}"
+        inputs = all_tasks[name]["inputs"]["parameters"]
+        assert inputs["gpus"] == {"componentInputParameter": "training_gpus"}
+        assert inputs["pipelinechannel--training_gpus"] == {"componentInputParameter": "training_gpus"}
         assert (res["resourceCpuRequest"], res["resourceCpuLimit"]) == ("4", "8")
         assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == ("16G", "32G")
     for name in ("interpolate", "register", "resolve-params"):
@@ -186,7 +193,15 @@ def test_components_call_the_step_functions(spec: dict[str, Any]) -> None:
         func = embedded_function(spec["deploymentSpec"]["executors"][f"exec-{name}"])
         imported = {(n.module, a.name) for n in ast.walk(func) if isinstance(n, ast.ImportFrom) for a in n.names}
         called = {n.func.id for n in ast.walk(func) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
-        assert ("pipeline.steps", step) in imported and step in called, name
+        # The training tasks hand their step to run_training, which calls it in each rank it runs.
+        handed = {
+            a.id
+            for n in ast.walk(func)
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and n.func.id == "run_training"
+            for a in n.args
+            if isinstance(a, ast.Name)
+        }
+        assert ("pipeline.steps", step) in imported and step in called | handed, name
 
 
 def test_task_dependencies_follow_the_data_flow(spec: dict[str, Any]) -> None:
