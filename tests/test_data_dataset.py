@@ -53,7 +53,7 @@ def test_items_follow_the_training_contract(pairs: Path) -> None:
 
 def test_same_seed_same_items_and_epochs_differ(pairs: Path) -> None:
     a = PairedPatchDataset(pairs / "hr", pairs / "lr", 16, 4, seed=7, length=12)
-    b = PairedPatchDataset(pairs / "hr", pairs / "lr", 16, 4, seed=7, length=12, cache_bytes=0)  # decoded per item
+    b = PairedPatchDataset(pairs / "hr", pairs / "lr", 16, 4, seed=7, length=12, cache_bytes=0, disk_cache=None)
     for i in range(12):
         assert torch.equal(a[i]["hr"], b[i]["hr"]) and torch.equal(a[i]["lr"], b[i]["lr"])
     first = [a[i]["hr"] for i in range(12)]

@@ -7,11 +7,15 @@ DataLoader workers, on which process serves an item, or on what was drawn before
 default, workers pick the new epoch up) to get fresh crops.
 
 Decoded images are kept in memory when they fit ``cache_bytes`` (loaded once, before
-DataLoader workers fork, so workers share them); larger sets are decoded per item.
+DataLoader workers fork, so workers share them). Larger sets (DIV2K's ~32k sub-images decode to
+~22 GB) are decoded once into a memory-mapped file cache (:mod:`esrgan.data.decoded`) that workers
+and ranks share through the page cache, or, with ``disk_cache=None`` or where the cache cannot be
+written, decoded per item. Items are the same pixels in every case.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import TypedDict
@@ -21,12 +25,19 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from esrgan.data import decoded
 from esrgan.data.convert import to_rgb8
 from esrgan.data.layout import list_images
 from esrgan.data.patches import HR_DIR, LR_DIR
 from esrgan.imageio import read_image
 
+log = logging.getLogger(__name__)
+
 DEFAULT_CACHE_BYTES = 2 << 30  # 2 GiB of decoded pixels
+#: ``disk_cache`` default: the folder :func:`esrgan.data.decoded.default_root` names (environment).
+AUTO = "auto"
+
+DiskCache = str | os.PathLike[str] | None
 
 
 def _resolve_dirs(hr_dir: str | os.PathLike[str], lr_dir: str | os.PathLike[str] | None) -> tuple[Path, Path]:
@@ -76,14 +87,45 @@ class PairItem(TypedDict):
 class _PairedFolder(Dataset[PairItem]):
     """Shared pairing, size checks and caching of the two datasets."""
 
-    def __init__(self, hr_dir: str | os.PathLike[str], lr_dir: str | os.PathLike[str] | None, cache_bytes: int) -> None:
+    def __init__(
+        self, hr_dir: str | os.PathLike[str], lr_dir: str | os.PathLike[str] | None, disk_cache: DiskCache
+    ) -> None:
         self.hr_dir, self.lr_dir = _resolve_dirs(hr_dir, lr_dir)
         self.pairs = _pair_files(self.hr_dir, self.lr_dir)
-        self.sizes = [(_image_size(h), _image_size(lr)) for h, lr in self.pairs]
-        decoded = sum(3 * (hh * hw + lh * lw) for (hh, hw), (lh, lw) in self.sizes)
         self._cache: list[tuple[np.ndarray, np.ndarray]] | None = None
-        if decoded <= cache_bytes:
-            self._cache = [(_load_rgb(h), _load_rgb(lr)) for h, lr in self.pairs]
+        self._decoded: decoded.DecodedPairs | None = None
+        root = decoded.default_root() if disk_cache == AUTO else None if disk_cache is None else Path(disk_cache)
+        self._disk_root = root
+        found = decoded.lookup(self.pairs, root) if root is not None else None
+        if found is not None:  # a finished cache knows every size: no header reads
+            self._decoded = found
+            self.sizes = [
+                ((h, w), (lh, lw)) for (h, w, _), (lh, lw, _) in zip(found.hr_shapes, found.lr_shapes, strict=True)
+            ]
+        else:
+            self.sizes = [(_image_size(h), _image_size(lr)) for h, lr in self.pairs]
+
+    def _load(self, cache_bytes: int) -> None:
+        """Keep the decoded pixels in memory, or in the disk cache, as their size allows (after the checks)."""
+        size = sum(3 * (hh * hw + lh * lw) for (hh, hw), (lh, lw) in self.sizes)
+        if size <= cache_bytes:
+            if self._decoded is not None:  # copied off the map: the memory cache must not page from disk
+                self._cache = [
+                    (np.array(hr), np.array(lr)) for hr, lr in map(self._decoded.pair, range(len(self.pairs)))
+                ]
+            else:
+                self._cache = [(_load_rgb(hr), _load_rgb(lr)) for hr, lr in self.pairs]
+            self._decoded = None
+        elif self._decoded is None and self._disk_root is not None:
+            self._decoded = decoded.build(self.pairs, self._disk_root, _load_rgb, size)
+        elif self._decoded is None:
+            log.info(
+                "%s: %.1f GB decoded, more than cache_bytes; decoding per item (set %s to a folder with room "
+                "for a memory-mapped decoded copy, ~30x less CPU per item)",
+                self.hr_dir,
+                size / 1e9,
+                decoded.CACHE_ENV,
+            )
 
     def _check_scale(self, scale: int | None) -> int:
         """The common integer scale of all pairs (checked against ``scale`` when given)."""
@@ -102,6 +144,8 @@ class _PairedFolder(Dataset[PairItem]):
     def _pair(self, file_index: int) -> tuple[np.ndarray, np.ndarray]:
         if self._cache is not None:
             return self._cache[file_index]
+        if self._decoded is not None:
+            return self._decoded.pair(file_index)
         hr, lr = self.pairs[file_index]
         return _load_rgb(hr), _load_rgb(lr)
 
@@ -120,6 +164,9 @@ class PairedPatchDataset(_PairedFolder):
         seed: with the epoch and the index, determines every crop and augmentation.
         length: items per epoch (default: one per file); item ``i`` crops file ``i % files``.
         cache_bytes: keep decoded images in memory when they need at most this much.
+        disk_cache: folder of the memory-mapped decoded cache used when the images exceed
+            ``cache_bytes`` (:mod:`esrgan.data.decoded`); ``"auto"``: ``$ESRGAN_DECODED_CACHE``,
+            else ``~/.cache/esrgan/decoded``; ``None``: decode per item.
 
     Items: ``{"lr": 3 x p/s x p/s, "hr": 3 x p x p`` float tensors in [0, 1], ``"name"``: file stem``}``.
     """
@@ -134,16 +181,18 @@ class PairedPatchDataset(_PairedFolder):
         seed: int = 0,
         length: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        disk_cache: DiskCache = AUTO,
     ) -> None:
         if patch_size <= 0 or patch_size % scale:
             raise ValueError(f"patch_size {patch_size} must be a positive multiple of scale {scale}")
         if length is not None and length <= 0:
             raise ValueError(f"length must be positive, got {length}")
-        super().__init__(hr_dir, lr_dir, cache_bytes)
+        super().__init__(hr_dir, lr_dir, disk_cache)
         self.scale = self._check_scale(scale)
         for (hr_path, _), ((hh, hw), _) in zip(self.pairs, self.sizes, strict=True):
             if min(hh, hw) < patch_size:
                 raise ValueError(f"{hr_path}: {hw}x{hh} is smaller than patch_size {patch_size}")
+        self._load(cache_bytes)
         self.patch_size, self.augment, self.seed = patch_size, augment, seed
         self.length = len(self.pairs) if length is None else length
         self.epoch = 0
@@ -184,7 +233,7 @@ def augment_pair(image: np.ndarray, hflip: bool, vflip: bool, transpose: bool) -
 
 
 class PairedImageDataset(_PairedFolder):
-    """Whole LR/HR image pairs for validation; items as in :class:`PairedPatchDataset`.
+    """Whole LR/HR image pairs for validation; items as in :class:`PairedPatchDataset` (and its caches).
 
     ``scale`` is inferred from the pairs (all must share it) when not given.
     """
@@ -195,9 +244,11 @@ class PairedImageDataset(_PairedFolder):
         lr_dir: str | os.PathLike[str] | None = None,
         scale: int | None = None,
         cache_bytes: int = DEFAULT_CACHE_BYTES,
+        disk_cache: DiskCache = AUTO,
     ) -> None:
-        super().__init__(hr_dir, lr_dir, cache_bytes)
+        super().__init__(hr_dir, lr_dir, disk_cache)
         self.scale = self._check_scale(scale)
+        self._load(cache_bytes)
 
     def __len__(self) -> int:
         return len(self.pairs)
