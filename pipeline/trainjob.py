@@ -190,7 +190,12 @@ def pytorchjob_manifest(spec: JobSpec) -> dict[str, Any]:
         "apiVersion": f"{PYTORCHJOB['group']}/{PYTORCHJOB['version']}",
         "kind": PYTORCHJOB["kind"],
         "metadata": _metadata(spec),
-        "spec": {"nprocPerNode": str(spec.procs_per_node), "pytorchReplicaSpecs": replicas},
+        # cleanPodPolicy None: the pods (and their logs) stay after the job ends.
+        "spec": {
+            "nprocPerNode": str(spec.procs_per_node),
+            "pytorchReplicaSpecs": replicas,
+            "runPolicy": {"cleanPodPolicy": "None"},
+        },
     }
 
 
