@@ -155,12 +155,14 @@ def machine_info(device: torch.device) -> dict[str, Any]:
     return info
 
 
-def matmul_peak_gflops(device: torch.device, sizes: Sequence[int] = (2048, 4096), reps: int = 5) -> dict[str, Any]:
-    """Dense fp32 ``torch.matmul`` throughput on square matrices: the best size's median GFLOP/s."""
+def matmul_peak_gflops(
+    device: torch.device, sizes: Sequence[int] = (2048, 4096), reps: int = 5, dtype: torch.dtype = torch.float32
+) -> dict[str, Any]:
+    """Dense ``torch.matmul`` throughput on square ``dtype`` matrices: the best size's median GFLOP/s."""
     results = {}
     for n in sizes:
-        a = torch.randn(n, n, device=device)
-        b = torch.randn(n, n, device=device)
+        a = torch.randn(n, n, device=device).to(dtype)
+        b = torch.randn(n, n, device=device).to(dtype)
         times = time_interleaved({"mm": lambda a=a, b=b: torch.matmul(a, b)}, reps=reps, warmup=1, device=device)
         results[n] = 2.0 * n**3 / median(times["mm"]) / 1e9
     best = max(results, key=lambda k: results[k])

@@ -1,7 +1,14 @@
-"""Inference throughput and peak memory: ours vs spandrel vs BasicSR, same weights, same inputs.
+"""Inference throughput and peak memory: every engine x precision vs spandrel (and BasicSR), same weights, same inputs.
 
-    python bench/inference.py                 # CPU suite (a few minutes)
+    python bench/inference.py                 # CPU suite: torch, ONNX Runtime, OpenVINO x fp32/bf16 (minutes)
     python bench/inference.py --device cuda   # GPU matrix: fp32, bf16/fp16 autocast, channels_last, compile
+
+On the CPU every row runs through ``esrgan.engines`` (``load_engine`` + ``Engine.upscale_nchw``:
+the same tile plan and seams as ``esrgan.upscale``), except the peers, which run their own module.
+"x spandrel" is spandrel's median time over the row's (> 1: faster than spandrel fp32, the
+community default); "peak" is the utilisation against a dense ``torch.matmul`` of the row's
+precision measured in the same run (OpenVINO may use Winograd convolutions, which do fewer
+multiplies than counted, so its utilisation can read high).
 
 Default network: RRDBNet x4, nf 64, 23 blocks, gc 32, random weights (seed 0), random input (seed 1).
 Configurations: the whole image at ``--whole`` px, and ``--tiled`` px in ``--tile`` tiles with
@@ -31,12 +38,40 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common
 import peers
 
+from esrgan.engines import EngineUnavailable, load_engine
 from esrgan.inference import upscale_tensor
 from esrgan.models import RRDBNet
 
 SCRIPT = Path(__file__).resolve()
 ARCH = {"num_feat": 64, "num_block": 23, "num_grow": 32, "scale": 4}
 Runner = Callable[[torch.Tensor], torch.Tensor]
+#: Every engine x precision measured on the CPU (torch fp32 first: ``esrgan.upscale_tensor`` itself).
+ENGINE_ROWS = (
+    ("torch", "fp32"),
+    ("torch", "bf16"),
+    ("onnxruntime", "fp32"),
+    ("openvino", "fp32"),
+    ("openvino", "bf16"),
+)
+
+
+def _openvino_variant(engine: Any, options: dict[str, Any]) -> Any:
+    """The same OpenVINO model compiled with other properties (diagnostic rows only; no cache)."""
+    from esrgan.engines.runtimes import OV_PRECISION, OpenVinoEngine, ov_core
+
+    core = ov_core()
+    compiled = core.compile_model(
+        core.read_model(_onnx(engine)),
+        "CPU",
+        {"INFERENCE_PRECISION_HINT": OV_PRECISION[engine.precision], **options},
+    )
+    return OpenVinoEngine(compiled, engine.info, engine.precision)
+
+
+def _onnx(engine: Any) -> bytes:
+    from esrgan.engines.loader import _exports
+
+    return _exports[engine.info.digest]
 
 
 # ---- the work ----------------------------------------------------------------------------------
@@ -144,17 +179,39 @@ def runners(
     def ours(model: nn.Module, precision: str = "fp32") -> Runner:
         return lambda x: upscale_tensor(model, x, cfg.tile, tile_pad, precision)  # type: ignore[arg-type]
 
-    rows: dict[str, Runner] = {"ours": ours(models["ours"])}
+    def engine(name: str, precision: str, **options: Any) -> Runner | None:
+        try:
+            eng = load_engine(models["ours"], name, precision)
+        except EngineUnavailable as exc:
+            print(f"skipping {name} {precision}: {exc}", file=sys.stderr)
+            return None
+        if options:  # a diagnostic compile with other OpenVINO properties
+            eng = _openvino_variant(eng, options)
+        return lambda x: torch.from_numpy(eng.upscale_nchw(x.numpy(), cfg.tile, tile_pad))
+
+    if device.type == "cpu":
+        rows: dict[str, Runner] = {}
+        for name in ("spandrel", "basicsr"):
+            if name in models:
+                rows[name] = peer(models[name])
+        rows["torch fp32"] = ours(models["ours"])
+        for name, precision in ENGINE_ROWS[1:]:
+            if (run := engine(name, precision)) is not None:
+                rows[f"{name} {precision}"] = run
+        if variants:
+            if "spandrel" in models:  # the peer given what helps us: bf16 autocast, channels_last
+                rows["spandrel bf16 channels_last"] = peer(models["spandrel"], torch.channels_last, torch.bfloat16)
+            for hint in ("THROUGHPUT",):
+                run = engine("openvino", "bf16", PERFORMANCE_HINT=hint)
+                if run is not None:
+                    rows[f"openvino bf16 {hint.lower()} hint"] = run
+        return rows
+
+    rows = {"ours": ours(models["ours"])}
     for name in ("spandrel", "basicsr"):
         if name in models:
             rows[name] = peer(models[name])
     if not variants:
-        return rows
-    if device.type == "cpu":
-        # Diagnostics: our bare module on NCHW input, and a peer given the same channels_last input.
-        rows["ours model(x) NCHW"] = peer(models["ours"])
-        if "spandrel" in models:
-            rows["spandrel + channels_last input"] = peer(models["spandrel"], torch.channels_last)
         return rows
     cl = torch.channels_last
     rows["ours bf16"] = ours(models["ours"], "bf16")
@@ -219,14 +276,28 @@ def main() -> None:
         info["basicsr"] = peers.basicsr_version()
     macs = rrdbnet_macs_per_lr_pixel()
     peak = common.matmul_peak_gflops(device)
+    peaks = {"fp32": peak["gflops"]}
+    if device.type == "cpu":
+        peaks["bf16"] = common.matmul_peak_gflops(device, dtype=torch.bfloat16)["gflops"]
+        from esrgan.engines import auto_order, native_bf16
+
+        info["native_bf16"] = native_bf16()
+        info["auto_picks"] = " ".join(auto_order("cpu")[0])
+        info["onnxruntime"] = _version("onnxruntime")
+        info["openvino"] = _version("openvino")
     print(
         f"machine: {info['cpu'] if device.type == 'cpu' else info['device_name']}, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, load {info['loadavg_start'][0]:.2f}"
     )
     print(
-        f"dense fp32 matmul peak: {peak['gflops']:.1f} GFLOP/s (n={peak['size']}); "
+        f"dense matmul peak: {', '.join(f'{k} {v:.1f}' for k, v in peaks.items())} GFLOP/s; "
         f"RRDBNet x4 nf64 nb23 gc32: {macs:,} multiply-adds per LR pixel"
     )
+    if device.type == "cpu":
+        print(
+            f"onnxruntime {info['onnxruntime']}, openvino {info['openvino']}, spandrel {info['spandrel']}; "
+            f"native bf16: {info['native_bf16']}; auto picks: {info['auto_picks']}"
+        )
 
     models = make_models(device)
     results: dict[str, Any] = {
@@ -234,6 +305,7 @@ def main() -> None:
         "arch": ARCH,
         "macs_per_lr_pixel": macs,
         "matmul_peak": peak,
+        "matmul_peaks_by_precision": peaks,
         "tile_pad": args.tile_pad,
         "reps": args.reps,
         "configs": {},
@@ -243,7 +315,7 @@ def main() -> None:
         variants = not args.no_variants and (cfg.tile == 0 or device.type == "cuda")
         rows = runners(models, cfg, args.tile_pad, device, variants=variants)
         x = make_input(cfg.size, device)
-        reference = rows["ours"](x)
+        reference = rows["ours" if "ours" in rows else "torch fp32"](x)
         max_diff = {name: float((run(x) - reference).abs().max()) for name, run in rows.items()}
         calls = {name: (lambda run=run, x=x: run(x)) for name, run in rows.items()}
         times = common.time_interleaved(calls, args.reps, args.warmup, device)
@@ -252,6 +324,7 @@ def main() -> None:
         entry: dict[str, Any] = {"size": cfg.size, "tile": cfg.tile, "output_megapixels": out_mp, "rows": {}}
         for name in rows:
             t = common.median(times[name])
+            precision = "bf16" if "bf16" in name else "fp32"
             child_args = [
                 name,
                 cfg.name,
@@ -267,7 +340,8 @@ def main() -> None:
                 "median_s": t,
                 "mp_per_s": out_mp / t,
                 "gflops": flops / t / 1e9,
-                "utilisation": flops / t / 1e9 / peak["gflops"],
+                "utilisation": flops / t / 1e9 / peaks.get(precision, peak["gflops"]),
+                "precision": precision,
                 "max_abs_diff_vs_ours": max_diff[name],
                 "memory": mem,
             }
@@ -277,8 +351,20 @@ def main() -> None:
     print(f"\nload average at end: {common.os.getloadavg()[0]:.2f}; wrote {path}")
 
 
+def _version(package: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "not installed"
+
+
 def report(cfg: Config, entry: dict[str, Any]) -> None:
     rows = entry["rows"]
+    if "ours" not in rows:
+        report_engines(cfg, entry)
+        return
     ours = rows["ours"]
     geometry = f"{cfg.size}x{cfg.size} whole" if cfg.tile == 0 else f"{cfg.size}x{cfg.size}, tile {cfg.tile}"
     print(f"\n{cfg.name}: input {geometry} -> {entry['output_megapixels']:.2f} MP out")
@@ -299,6 +385,29 @@ def report(cfg: Config, entry: dict[str, Any]) -> None:
         )
     common.print_table(
         ["impl", "median s", "MP/s", "speed ours/this", "peak MiB", "mem ours/this", "FLOP util", "max|diff|"], table
+    )
+
+
+def report_engines(cfg: Config, entry: dict[str, Any]) -> None:
+    """The CPU table: every engine x precision against spandrel fp32."""
+    rows = entry["rows"]
+    ref = rows.get("spandrel", rows["torch fp32"])["median_s"]
+    geometry = f"{cfg.size}x{cfg.size} whole" if cfg.tile == 0 else f"{cfg.size}x{cfg.size}, tile {cfg.tile}"
+    print(f"\n{cfg.name}: input {geometry} -> {entry['output_megapixels']:.2f} MP out")
+    table = [
+        [
+            name,
+            r["median_s"],
+            f"{ref / r['median_s']:.2f}x",
+            r["gflops"],
+            f"{100 * r['utilisation']:.0f}% {r['precision']}",
+            r["memory"].get("peak_delta_mib", float("nan")),
+            f"{r['max_abs_diff_vs_ours']:.1e}",
+        ]
+        for name, r in rows.items()
+    ]
+    common.print_table(
+        ["engine", "median s", "x spandrel", "GFLOP/s", "of peak", "peak MiB", "max|diff| vs torch fp32"], table
     )
 
 
