@@ -210,10 +210,12 @@ class GANStageConfig(StageConfig):
 
 
 class RuntimeConfig(_Strict):
-    """Where and how to run. ``amp`` and ``channels_last`` apply on CUDA only (ignored on CPU)."""
+    """Where and how to run. ``channels_last`` applies on CUDA only (ignored on CPU)."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    amp: Literal["none", "bf16", "fp16"] = "none"
+    #: Mixed precision (autocast): ``auto`` is bf16 where the device computes it natively, else
+    #: fp32; ``fp16`` applies on CUDA only (see ``esrgan.training.loop.amp_dtype_for``).
+    amp: Literal["none", "auto", "bf16", "fp16"] = "none"
     channels_last: bool = False
     #: ``torch.use_deterministic_algorithms`` (slower on CUDA; exact resume on CPU needs it).
     deterministic: bool = False

@@ -190,11 +190,11 @@ def train(
     torch.use_deterministic_algorithms(rt.deterministic, warn_only=True)
     if cuda:
         torch.backends.cudnn.benchmark = not rt.deterministic
-    # AMP and channels_last are CUDA features; on CPU they would only slow things down.
-    amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(rt.amp) if cuda else None
+    amp_dtype = amp_dtype_for(rt.amp, device)
+    # channels_last is a CUDA feature; on CPU it would only slow things down.
     memory_format = torch.channels_last if cuda and rt.channels_last else torch.contiguous_format
-    if not cuda and (rt.amp != "none" or rt.channels_last):
-        log.info("runtime.amp / channels_last apply on CUDA only; running fp32 on %s", device)
+    if not cuda and rt.channels_last:
+        log.info("runtime.channels_last applies on CUDA only; contiguous tensors on %s", device)
 
     def new_scaler() -> torch.amp.GradScaler | None:
         return torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -450,6 +450,33 @@ def train(
     dist_utils.barrier(ctx)
     _restore(previous_threads, previous_det)
     return result
+
+
+def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype that ``runtime.amp`` means on ``device``; ``None`` is full fp32.
+
+    ``auto`` is bf16 where the device computes it natively (a CUDA GPU that supports it; a CPU
+    with AVX512_BF16 or AMX, where bf16 convolutions run ~2x fp32), else fp32. On CPU ``bf16``
+    is honoured even where it is emulated (slower than fp32), and ``fp16`` is ignored: CPUs
+    have no fast fp16 training path. Weights, optimiser states and every loss stay fp32.
+    """
+    if amp == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+        from esrgan.engines.loader import native_bf16
+
+        return torch.bfloat16 if device.type == "cpu" and native_bf16() else None
+    if device.type == "cuda":
+        return {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if amp == "fp16":
+        log.info("runtime.amp fp16 applies on CUDA only; running fp32 on %s", device)
+    elif amp == "bf16" and device.type == "cpu":
+        from esrgan.engines.loader import native_bf16
+
+        if not native_bf16():
+            log.warning("runtime.amp bf16: this CPU has no native bf16 (AVX512_BF16/AMX); emulated, slower than fp32")
+        return torch.bfloat16
+    return None
 
 
 def _restore(threads: int, deterministic: bool) -> None:
