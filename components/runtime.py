@@ -7,11 +7,10 @@ the component bodies so that each body stays a few lines calling its step functi
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,20 +55,6 @@ def open_step(config_path: str | Path, tags: Mapping[str, str] | None = None) ->
     ctx = StepContext.from_params(Path.cwd(), parse_params(config["params"], "config artifact"))
     adopt_parent_run(ctx, config["key"], {k: v for k, v in (tags or {}).items() if v})
     return ctx, config
-
-
-@contextlib.contextmanager
-def training_task(
-    config_path: str | Path, checkpoint_root: str, stage: str, tags: Mapping[str, str]
-) -> Iterator[tuple[StepContext, Path, Path]]:
-    """:func:`open_step` for a training task: yields ``(ctx, run_dir, metrics_file)``.
-
-    ``run_dir`` is ``<checkpoint_root>/<pipeline key>/<stage>`` on the persistent volume (a retried
-    pod resumes from it); the step's metrics file is scratch (its numbers go to KFP metrics).
-    """
-    ctx, config = open_step(config_path, tags)
-    with tempfile.TemporaryDirectory() as tmp:
-        yield ctx, Path(checkpoint_root) / config["key"] / stage, Path(tmp) / "metrics.json"
 
 
 #: The two training tasks and their step functions' stage names.
