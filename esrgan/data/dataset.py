@@ -8,7 +8,7 @@ default, workers pick the new epoch up) to get fresh crops.
 
 Decoded images are kept in memory when they fit ``cache_bytes`` (loaded once, before
 DataLoader workers fork, so workers share them). Larger sets (DIV2K's ~32k sub-images decode to
-~22 GB) are decoded once into a memory-mapped file cache (:mod:`esrgan.data.decoded`) that workers
+~23.5 GB) are decoded once into a memory-mapped file cache (:mod:`esrgan.data.decoded`) that workers
 and ranks share through the page cache, or, with ``disk_cache=None`` or where the cache cannot be
 written, decoded per item. Items are the same pixels in every case.
 """

@@ -1,9 +1,10 @@
 """A decoded, memory-mapped copy of a folder of LR/HR pairs: the training loader's fast path at scale.
 
 A training item is a 128 or 192 pixel crop of a 480x480 sub-image. Read from PNG, every item
-decodes the whole sub-image (~20 ms of one core); read from this cache it copies only the crop's
-rows out of the page cache (~1 ms). Sets small enough for memory (``cache_bytes`` of the datasets)
-never come here; larger ones are decoded once into two flat files of uint8 RGB pixels::
+decodes the whole sub-image (~8 ms of one core); read from this cache it copies only the crop's
+rows out of the page cache (0.2-0.8 ms; BENCHMARKS.md). Sets small enough for memory
+(``cache_bytes`` of the datasets) never come here; larger ones are decoded once into two flat
+files of uint8 RGB pixels::
 
     <root>/<fingerprint>/hr.u8, lr.u8   every image's HxWx3 pixels, one after another
     <root>/<fingerprint>/index.json     shapes and byte offsets, the source folder, the fingerprint
