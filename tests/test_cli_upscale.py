@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The engines' exports and compiled models go to a temporary cache, not ~/.cache/esrgan."""
+    monkeypatch.setenv("ESRGAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "esrgan-cache"))
 
 
 def run_cli(*args: str | Path) -> subprocess.CompletedProcess[str]:

@@ -38,6 +38,12 @@ def tiny(scale: int = 4, seed: int = 0) -> RRDBNet:
     return m
 
 
+@pytest.fixture(autouse=True)
+def _private_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Exports and compiled models go to a temporary cache, not the user's ~/.cache/esrgan."""
+    monkeypatch.setenv("ESRGAN_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "esrgan-cache"))
+
+
 @pytest.fixture(scope="module")
 def onnx_files(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
     folder = tmp_path_factory.mktemp("onnx")
@@ -253,3 +259,25 @@ def test_openvino_keeps_compiled_models_on_disk(onnx_files: dict[int, Path], tmp
     assert len(blobs) == 1
     assert _run_python(code, ESRGAN_CACHE_DIR=str(tmp_path)).returncode == 0
     assert list((tmp_path / "openvino").glob("*.blob")) == blobs  # the second process reused it
+
+
+def test_exports_of_torch_models_are_kept_on_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from esrgan.engines import loader
+
+    monkeypatch.setenv("ESRGAN_CACHE_DIR", str(tmp_path))
+    model = tiny(4, seed=7)
+    load_engine(model, "onnxruntime")
+    (cached,) = (tmp_path / "onnx").glob("*.onnx")
+    assert cached.name == f"{weights_sha256(model)}.onnx"
+    stamp = cached.stat().st_mtime_ns
+    loader._exports.clear()
+    loader.clear_cache()
+    engine = load_engine(model, "onnxruntime")  # read back, not exported again (which would rewrite it)
+    assert cached.stat().st_mtime_ns == stamp
+    ref = upscale(model, image(8, 8), precision="fp32").astype(int)
+    assert np.abs(upscale_array(engine, image(8, 8)).astype(int) - ref).max() <= 1
+    cached.write_bytes(b"\xff" * 10)  # damaged: exported again
+    loader._exports.clear()
+    loader.clear_cache()
+    load_engine(model, "onnxruntime")
+    assert read_props(cached.read_bytes())["esrgan.weights_sha256"] == weights_sha256(model)

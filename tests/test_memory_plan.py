@@ -91,18 +91,18 @@ def test_estimate_covers_the_measured_peak() -> None:
     assert measured < estimate < 2 * measured
 
 
-def _vm_size_after_start(model: Path) -> int:
-    """Virtual size of a process that has loaded what ``esrgan upscale`` loads, before any image."""
+def _vm_size_after_start(model: Path, engine: str = "torch") -> int:
+    """Virtual size of a process that has loaded what ``esrgan upscale --engine ENGINE`` loads, before any image."""
     code = (
         "import re, sys\n"
         "from pipeline.cli import build_parser\n"
-        "from pipeline.upscale_files import _warm_up, load_model_for_inference\n"
+        "from pipeline.upscale_files import _warm_up, load_runner\n"
         "build_parser()\n"
-        "_warm_up(load_model_for_inference(sys.argv[1], 'cpu'))\n"
+        "_warm_up(load_runner(sys.argv[1], sys.argv[2], device='cpu'))\n"
         "print(int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) * 1024)\n"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code, str(model)], capture_output=True, text=True, timeout=300, check=True
+        [sys.executable, "-c", code, str(model), engine], capture_output=True, text=True, timeout=300, check=True
     )
     return int(out.stdout)
 
@@ -130,7 +130,7 @@ def test_large_image_under_a_memory_limit_is_tiled_not_killed(tmp_path: Path) ->
     assert crashed.returncode != 0 and "allocate" in crashed.stderr
 
     # Planned: the default settings succeed in tiles.
-    cli = [*limited, "-m", "pipeline.cli", "upscale", str(image), "-m", str(model)]
+    cli = [*limited, "-m", "pipeline.cli", "upscale", str(image), "-m", str(model), "--engine", "torch"]
     done = subprocess.run([*cli, "-o", str(tmp_path / "out")], capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "planned in" in done.stderr and "-pixel tiles to fit in memory" in done.stderr
@@ -144,3 +144,12 @@ def test_large_image_under_a_memory_limit_is_tiled_not_killed(tmp_path: Path) ->
     assert refused.returncode == 1 and len(errors) == 1
     assert re.search(r"the whole image \(--tile 0\) needs about .* available; --tile \d+ fits", errors[0])
     assert not (tmp_path / "o2").exists() or not any((tmp_path / "o2").iterdir())
+
+    # Every engine plans with the same estimate (measured above its peak for each): the default
+    # engine, given the same half GiB beyond what it loads, also succeeds in tiles.
+    auto = ["prlimit", f"--as={_vm_size_after_start(model, 'auto') + 512 * 2**20}", sys.executable]
+    auto_cli = [*auto, "-m", "pipeline.cli", "upscale", str(image), "-m", str(model)]
+    done = subprocess.run([*auto_cli, "-o", str(tmp_path / "o3")], capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "-pixel tiles to fit in memory" in done.stderr
+    assert Image.open(tmp_path / "o3" / "in_x4.png").size == (1600, 1200)

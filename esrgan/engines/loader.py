@@ -17,6 +17,7 @@ photos of different sizes compiles once.
 from __future__ import annotations
 
 import collections
+import contextlib
 import functools
 import logging
 import os
@@ -166,17 +167,39 @@ def _info_from_bytes(data: bytes, where: str) -> ModelInfo | None:
 
 
 _exports: collections.OrderedDict[str, bytes] = collections.OrderedDict()
+#: The info of each torch module seen, by digest: a cached export must describe the same model.
+_SOURCE_INFO: dict[str, ModelInfo] = {}
 
 
 def _onnx_of_module(module: Any, digest: str) -> bytes:
-    """The ONNX export of a torch generator, kept for the last few weights (exports take seconds)."""
+    """The ONNX export of a torch generator, kept in memory for the last few weights and on disk
+    under ``$ESRGAN_CACHE_DIR/onnx`` (the paper model's export takes ~10-40 s on 2 cores; reading
+    it back, well under one)."""
     with _lock:
         if digest in _exports:
             _exports.move_to_end(digest)
             return _exports[digest]
-    from esrgan.export import onnx_bytes
+    from esrgan.engines.runtimes import cache_dir
+    from esrgan.fileio import write_bytes
 
-    data = onnx_bytes(module)
+    cached = cache_dir() / "onnx" / f"{digest}.onnx"
+    data = b""
+    with contextlib.suppress(OSError):
+        data = cached.read_bytes()
+    try:
+        if not data or ModelInfo.from_props(read_props(data)) != _SOURCE_INFO.get(digest):
+            data = b""
+    except MetadataError:  # a damaged cache file: export again, replace it
+        data = b""
+    if not data:
+        from esrgan.export import onnx_bytes
+
+        data = onnx_bytes(module)
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            write_bytes(cached, data)
+        except OSError as exc:  # a read-only home: export every time rather than fail
+            log.debug("cannot keep the ONNX export in %s (%s)", cached.parent, exc.strerror or exc)
     with _lock:
         _exports[digest] = data
         while len(_exports) > 2:
@@ -215,6 +238,7 @@ class _Source:
             self.module = model
             self.info: ModelInfo | None = module_info(model, weights_sha256(model))
             self.where = "the model"
+            _SOURCE_INFO[self.info.digest] = self.info
         else:
             self._bytes, self.where = _read_source(model)
             self.info = _info_from_bytes(self._bytes, self.where)
