@@ -476,7 +476,7 @@ def _add_deploy(sub: argparse._SubParsersAction) -> None:
         help="onnx: the torch-free serving image, OpenVINO on model.onnx (default on CPUs); torch: the project "
         "image, PyTorch (default with --gpus); mlserver: KServe's mlflow format (see docs/deployment.md)",
     )
-    k.add_argument("--image", help="predictor image for onnx/torch (default: <repository>:<version>-serve, -cpu, -cuda)")
+    k.add_argument("--image", help="predictor image for onnx/torch (default <repository>:<version>-serve/-cpu/-cuda)")
     k.add_argument("--image-repository", help="repository of the default predictor image (default ghcr.io/owner/...)")
     k.add_argument("--serving-runtime", help="with --runtime mlserver: a ServingRuntime whose image has PyTorch")
     k.add_argument("--canary", type=int, help="percent of traffic for the new revision (KServe canary rollout)")
