@@ -281,3 +281,15 @@ def test_exports_of_torch_models_are_kept_on_disk(tmp_path: Path, monkeypatch: p
     loader.clear_cache()
     load_engine(model, "onnxruntime")
     assert read_props(cached.read_bytes())["esrgan.weights_sha256"] == weights_sha256(model)
+
+
+def test_a_module_changed_in_place_is_not_served_from_the_cache() -> None:
+    model = tiny(4, seed=3)
+    first = load_engine(model, "onnxruntime")
+    assert load_engine(model, "onnxruntime") is first  # unchanged weights: hashed once, same engine
+    with torch.no_grad():
+        model.conv_last.bias.add_(0.1)  # e.g. a training step between two validations
+    second = load_engine(model, "onnxruntime")
+    assert second is not first and second.info.digest == weights_sha256(model)
+    ref = upscale(model, image(8, 8), precision="fp32").astype(int)
+    assert np.abs(upscale_array(second, image(8, 8)).astype(int) - ref).max() <= 1

@@ -22,6 +22,7 @@ import functools
 import logging
 import os
 import threading
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,6 +141,23 @@ def _cached(key: tuple[Any, ...], make: Callable[[], Engine]) -> Engine:
 # ---- sources -------------------------------------------------------------------------------------
 
 
+_digests: weakref.WeakKeyDictionary[Any, tuple[tuple[int, ...], str]] = weakref.WeakKeyDictionary()
+
+
+def _module_digest(module: Any, digest: Callable[[Any], str]) -> str:
+    """``digest(module)``, remembered until a weight changes (torch counts in-place writes per tensor),
+    so upscaling image after image with the same module hashes its weights once."""
+    versions = tuple(t._version for t in module.state_dict().values())
+    with _lock:
+        known = _digests.get(module)
+    if known is not None and known[0] == versions:
+        return known[1]
+    value = digest(module)
+    with _lock:
+        _digests[module] = (versions, value)
+    return value
+
+
 def _is_module(model: Any) -> bool:
     return hasattr(model, "state_dict") and hasattr(model, "parameters")
 
@@ -236,7 +254,7 @@ class _Source:
             from esrgan.export import weights_sha256
 
             self.module = model
-            self.info: ModelInfo | None = module_info(model, weights_sha256(model))
+            self.info: ModelInfo | None = module_info(model, _module_digest(model, weights_sha256))
             self.where = "the model"
             _SOURCE_INFO[self.info.digest] = self.info
         else:
