@@ -68,8 +68,10 @@ def _fetch_local(src: Path, dest: Path) -> None:
 
 def _fetch_dvc(source: DataSource, dest: Path) -> None:
     # Repo.get is `dvc get`: a shallow clone at rev, then the tracked folder from the remote only.
+    # It streams the files from the remote into dest without filling a DVC cache: one copy.
     from dvc.exceptions import DvcException
     from dvc.repo import Repo
+    from dvc.repo.open_repo import clean_repos
 
     if dest.exists():
         dest.rmdir()
@@ -77,6 +79,10 @@ def _fetch_dvc(source: DataSource, dest: Path) -> None:
         Repo.get(source.uri, source.path, out=str(dest), rev=source.rev or None)
     except DvcException as exc:
         raise DataSourceError(f"dvc get {source.uri} {source.path} --rev {source.rev or 'HEAD'}: {exc}") from exc
+    finally:
+        # What the dvc CLI does after every command: remove the temporary clone and cache folders
+        # (left in $TMPDIR otherwise, one pair per fetch in a long-lived process).
+        clean_repos()
 
 
 def _fetch_s3(uri: str, dest: Path) -> None:

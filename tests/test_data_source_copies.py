@@ -44,17 +44,32 @@ def dvc_repo(tmp_path: Path) -> Path:
     return repo
 
 
-def test_dvc_source_fetches_each_file_once(dvc_repo: Path, tmp_path: Path) -> None:
-    from dvc.repo.open_repo import CACHE_DIRS
+def test_dvc_source_fetches_each_file_once_and_leaves_no_temporary_folders(
+    dvc_repo: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import tempfile
+
+    from dvc.repo import Repo
+    from dvc.repo.open_repo import CACHE_DIRS, clean_repos
+
+    temp = tmp_path / "tmp"  # where DVC puts its temporary clone and cache
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    url = f"file://{dvc_repo}"
+    # The call fetch_dataset makes: its temporary cache stays empty (files go straight to `out`).
+    Repo.get(url, "data", out=str(tmp_path / "direct"))
+    assert Path(CACHE_DIRS[url]).parent == temp and len(list(temp.iterdir())) == 2  # clone + cache
+    assert not [p for p in Path(CACHE_DIRS[url]).rglob("*") if p.is_file()]
+    clean_repos()
+    assert not list(temp.iterdir())
 
     dest = tmp_path / "fetched"
-    fetch_dataset(DataSource("dvc", f"file://{dvc_repo}"), dest)
+    fetch_dataset(DataSource("dvc", url), dest)
     fetched = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
     assert fetched == ["train/0001.png", "val/0001.png"]
     assert (dest / "train" / "0001.png").read_bytes() == (dvc_repo / "data" / "train" / "0001.png").read_bytes()
     assert os.stat(dest / "train" / "0001.png").st_nlink == 1  # a file of its own, not a link into a cache
-    cache = CACHE_DIRS.get(f"file://{dvc_repo}")
-    assert cache is None or not [p for p in Path(cache).rglob("*") if p.is_file()]
+    assert not list(temp.iterdir())  # the clone and the cache folder were removed
 
 
 @pytest.mark.slow
