@@ -197,7 +197,7 @@ def test_gan_stage_on_two_ranks_resumes_from_one_rank(project: Path, psnr_runs: 
     assert (project / "models" / "gan.pth").is_file()
 
 
-def test_a_killed_rank_stops_the_stage_in_one_line_and_the_rerun_resumes(project: Path) -> None:
+def test_a_killed_rank_or_sigterm_stops_the_stage_in_one_line_and_the_rerun_resumes(project: Path) -> None:
     params = _params(2)
     params["pretrain_psnr"].update(iterations=120, checkpoint_every=2, val_every=0)
     (project / "params_kill.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -222,10 +222,26 @@ def test_a_killed_rank_stops_the_stage_in_one_line_and_the_rerun_resumes(project
         "esrgan: error: stage pretrain_psnr: rank 1 of 2 was killed by SIGKILL; all ranks stopped "
         "(run it again to resume from the last checkpoint)"
     ], stderr[-3000:]
-    kept = sorted(p.name for p in first.parent.glob("iter_*.pth"))
-    result = _run(project, cmd)  # the same configuration: it resumes
+    last = max(int(p.name[5:13]) for p in first.parent.glob("iter_*.pth"))
+    # The rerun resumes; a SIGTERM to it (what Kubernetes sends) reaches both ranks, which stop at
+    # the same iteration; rank 0 writes that checkpoint and the stage says so once, exit 143.
+    proc = subprocess.Popen(
+        cmd, cwd=project, env=_env(project), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    later = first.parent / f"iter_{last + 2:08d}.pth"
+    while not later.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=90)
+    assert f"(iteration {last})" in stderr  # it had resumed
+    errors = [line for line in stderr.splitlines() if "error" in line.lower() or "Traceback" in line]
+    assert proc.returncode == 143 and len(errors) == 1, stderr[-3000:]
+    stopped = int(errors[0].split("at iteration ")[1].split(";")[0])
+    assert errors[0].startswith("esrgan: error: preempted: preempted (SIGTERM) at iteration ")
+    assert (first.parent / f"iter_{stopped:08d}.pth").is_file() and stopped < 120
+    result = _run(project, cmd)  # and the next run resumes from there
     assert result.returncode == 0, result.stderr[-3000:]
-    assert f"iteration {int(kept[-1][5:13])}" in result.stderr
+    assert f"(iteration {stopped})" in result.stderr
 
 
 def test_kfp_training_task_on_two_ranks_matches_the_one_rank_stage(project: Path, psnr_runs: dict[str, Any]) -> None:
