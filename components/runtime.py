@@ -70,6 +70,7 @@ def run_training(
     tags: Mapping[str, str],
     model_dir: str | Path,
     gpus: int = 1,
+    checkpoint_pvc: str = "esrgan-checkpoints",
 ) -> dict[str, Any]:
     """A training task's body: ``step`` (``pretrain_psnr_step`` or ``finetune_gan_step``) in one
     or more processes; returns the step's metrics.
@@ -89,7 +90,7 @@ def run_training(
     if params.runtime.nodes > 1:
         from pipeline.trainjob import run_trainjob
 
-        return run_trainjob(stage, config_path, patches, init, run_dir, model_out, tags, params, gpus)
+        return run_trainjob(stage, config_path, patches, init, run_dir, model_out, tags, params, gpus, checkpoint_pvc)
     count = stage_processes(params)
     with tempfile.TemporaryDirectory() as tmp:
         metrics_file = Path(tmp) / "metrics.json"

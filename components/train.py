@@ -7,7 +7,8 @@ checkpoints of another configuration).
 
 ``gpus`` is the pipeline parameter that also sets the task's GPU limit, so ``runtime.processes:
 auto`` (one rank per visible GPU) and the request agree by construction; ``runtime.nodes`` > 1
-makes the task submit a Kubeflow TrainJob instead (docs/distributed-training.md).
+makes the task submit a Kubeflow TrainJob instead, on the same volume (``checkpoint_pvc``):
+docs/distributed-training.md.
 """
 
 from kfp.dsl import Artifact, Dataset, Input, Metrics, Model, Output
@@ -20,6 +21,7 @@ def pretrain_psnr(
     kfp_run_id: str,
     kfp_run_name: str,
     gpus: int,
+    checkpoint_pvc: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
@@ -28,7 +30,9 @@ def pretrain_psnr(
     from pipeline.steps import pretrain_psnr_step
 
     tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name}
-    result = run_training(pretrain_psnr_step, config.path, patches.path, None, checkpoint_root, tags, model.path, gpus)
+    result = run_training(
+        pretrain_psnr_step, config.path, patches.path, None, checkpoint_root, tags, model.path, gpus, checkpoint_pvc
+    )
     log_metrics(metrics, result)
 
 
@@ -40,6 +44,7 @@ def finetune_gan(
     kfp_run_id: str,
     kfp_run_name: str,
     gpus: int,
+    checkpoint_pvc: str,
     model: Output[Model],
     metrics: Output[Metrics],
 ) -> None:
@@ -51,5 +56,7 @@ def finetune_gan(
 
     tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name}
     init = Path(psnr_model.path) / GENERATOR_FILE
-    result = run_training(finetune_gan_step, config.path, patches.path, init, checkpoint_root, tags, model.path, gpus)
+    result = run_training(
+        finetune_gan_step, config.path, patches.path, init, checkpoint_root, tags, model.path, gpus, checkpoint_pvc
+    )
     log_metrics(metrics, result)

@@ -149,6 +149,7 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
             kfp_run_id=run_id,
             kfp_run_name=run_name,
             gpus=training_gpus,
+            checkpoint_pvc=checkpoint_pvc,
         )
         _training(psnr.set_display_name("pretrain PSNR"), checkpoint_pvc, training_gpus)
         gan = c.finetune_gan(
@@ -159,6 +160,7 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
             kfp_run_id=run_id,
             kfp_run_name=run_name,
             gpus=training_gpus,
+            checkpoint_pvc=checkpoint_pvc,
         )
         _training(gan.set_display_name("fine-tune GAN"), checkpoint_pvc, training_gpus)
 

@@ -251,6 +251,68 @@ def _namespace() -> str:
     return path.read_text().strip() if path.is_file() else "default"
 
 
+def task_job(
+    stage: str,
+    config_path: str | Path,
+    patches: str | Path,
+    init: str | Path | None,
+    run_dir: Path,
+    tags: Mapping[str, str],
+    params: Any,
+    gpus: int,
+    pvc: str,
+    kind: Kind = "trainjob",
+    mount: str = DEFAULT_MOUNT,
+    namespace: str | None = None,
+    image: str | None = None,
+) -> tuple[dict[str, Any], Path]:
+    """The job a KFP training task with ``runtime.nodes`` > 1 creates, and the folder its outputs land in.
+
+    Copies the task's inputs onto the volume (the job's pods see only the volume): the patches
+    into ``<key>/patches`` (shared by both stages), the config artifact and the initial generator
+    into ``<key>/<stage>-inputs``. Every pod runs ``torchrun -m pipeline.cli kfp train-task`` on
+    them, the entry point of the task's own ranks, writing into ``<key>/<stage>-outputs``.
+
+    Raises:
+        TrainJobError: ``run_dir`` is not on the volume mounted at ``mount``.
+        ParamsError: the global batch does not split over nodes x processes.
+    """
+    from components.build import Images
+    from components.runtime import train_task_arguments
+    from pipeline.errors import ParamsError
+    from pipeline.kfp_params import params_document
+    from pipeline.params import batch_split_problems
+    from pipeline.torchrun import resolve_processes
+
+    if Path(mount) not in run_dir.parents:
+        raise TrainJobError(f"checkpoint_root must lie on the volume mounted at {mount} (run folder {run_dir})")
+    procs = resolve_processes(params.runtime.processes, params.runtime.device, gpus)
+    problems = batch_split_problems(params_document(params), procs)
+    if problems:
+        raise ParamsError(problems)
+    key_dir = run_dir.parent
+    shared = key_dir / f"{stage}-inputs"
+    staged_config = _copy_in(Path(config_path), shared / "config.json")
+    staged_patches = _copy_in(Path(patches), key_dir / "patches")
+    staged_init = _copy_in(Path(init), shared / "init.pth") if init is not None else None
+    out = key_dir / f"{stage}-outputs"
+    argv = train_task_arguments(
+        stage, staged_config, staged_patches, staged_init, run_dir, out / "generator.pth", out / "metrics.json", tags
+    )
+    spec = JobSpec(
+        name=f"esrgan-{stage.replace('_', '-')}-{key_dir.name}".lower()[:63],
+        image=image or Images.for_version().cuda,
+        command=["pipeline.cli", "kfp", "train-task", *argv],
+        nodes=int(params.runtime.nodes),
+        procs_per_node=procs,
+        gpus_per_node=gpus,
+        namespace=namespace,
+        pvc=pvc,
+        mount=mount,
+    )
+    return manifest(kind, spec), out
+
+
 def run_trainjob(
     stage: str,
     config_path: str | Path,
@@ -261,51 +323,30 @@ def run_trainjob(
     tags: Mapping[str, str],
     params: Any,
     gpus: int,
+    pvc: str,
     poll_s: float = 15.0,
 ) -> dict[str, Any]:
-    """Run a training task as a multi-node job and return its metrics (see the module docstring).
+    """Run a training task as a multi-node job (:func:`task_job`) and return its metrics.
 
-    The job's name derives from the run folder (pipeline key and stage), so a retried KFP task
-    adopts the job a previous attempt created while it runs, and replaces a finished one (the
-    new job resumes from the checkpoints on the volume).
+    The job's name derives from the pipeline key and the stage, so a retried KFP task adopts the
+    job a previous attempt created (running or succeeded), and replaces a failed one (the new job
+    resumes from the checkpoints on the volume). Node 0's last log lines are printed into the task's log.
 
     Raises:
         TrainJobError: the job could not be created, or it failed.
     """
     from kubernetes import client, config
 
-    from components.build import Images
-    from pipeline.torchrun import resolve_processes
-
     kind: Kind = "pytorchjob" if _kind_env() == "pytorchjob" else "trainjob"
+    body, out = task_job(
+        stage, config_path, patches, init, run_dir, tags, params, gpus, pvc, kind, namespace=_namespace()
+    )
+    name, ns = body["metadata"]["name"], body["metadata"]["namespace"]
     nodes = int(params.runtime.nodes)
-    procs = resolve_processes(params.runtime.processes, params.runtime.device, gpus if gpus > 0 else 0)
-    shared = run_dir.parent / f"{stage}-inputs"
-    staged_config = _copy_in(Path(config_path), shared / "config.json")
-    staged_patches = _copy_in(Path(patches), run_dir.parent / "patches")
-    staged_init = _copy_in(Path(init), shared / "init.pth") if init is not None else None
-    out = run_dir.parent / f"{stage}-outputs"
-    from components.runtime import train_task_arguments
-
-    argv = train_task_arguments(
-        stage, staged_config, staged_patches, staged_init, run_dir, out / "generator.pth", out / "metrics.json", tags
-    )
-    name = f"esrgan-{stage.replace('_', '-')}-{run_dir.parent.name}".lower()[:63]
-    spec = JobSpec(
-        name=name,
-        image=Images.for_version().cuda,
-        command=["pipeline.cli", "kfp", "train-task", *argv],
-        nodes=nodes,
-        procs_per_node=procs,
-        gpus_per_node=gpus,
-        namespace=_namespace(),
-        mount=str(run_dir.parents[1]),
-    )
-    body = manifest(kind, spec)
+    procs = body["spec"]["trainer"]["numProcPerNode"] if kind == "trainjob" else int(body["spec"]["nprocPerNode"])
     api = KINDS[kind]
     config.load_incluster_config()
     custom = client.CustomObjectsApi()
-    ns = spec.namespace or "default"
     coordinates = (api["group"], api["version"], ns, api["plural"])
     try:
         current = custom.get_namespaced_custom_object(*coordinates, name)
@@ -313,9 +354,12 @@ def run_trainjob(
         if exc.status != 404:
             raise TrainJobError(f"{api['kind']} {ns}/{name}: {exc.status} {exc.reason}") from None
         current = None
-    if current is not None and job_state(kind, current)[0] != "running":
+    if current is not None and job_state(kind, current)[0] == "failed":  # a new job resumes where it stopped
         custom.delete_namespaced_custom_object(*coordinates, name, propagation_policy="Foreground")
+        deadline = time.monotonic() + 600
         while _exists(custom, coordinates, name):
+            if time.monotonic() > deadline:
+                raise TrainJobError(f"{api['kind']} {ns}/{name}: still being deleted after 10 minutes")
             time.sleep(2)
         current = None
     if current is None:
@@ -324,10 +368,11 @@ def run_trainjob(
         except client.ApiException as exc:
             raise TrainJobError(f"creating {api['kind']} {ns}/{name}: {exc.status} {exc.reason}") from None
     print(f"{api['kind']} {ns}/{name}: {nodes} node(s) x {procs} process(es)", flush=True)
-    state, reason = "running", ""
-    while state == "running":
-        time.sleep(poll_s)
+    while True:  # a job a previous attempt finished is read at once
         state, reason = job_state(kind, custom.get_namespaced_custom_object(*coordinates, name))
+        if state != "running":
+            break
+        time.sleep(poll_s)
     _print_rank0_logs(client.CoreV1Api(), ns, rank0_selector(kind, name))
     if state == "failed":
         raise TrainJobError(f"{api['kind']} {ns}/{name} failed: {reason or 'see the logs above'}")

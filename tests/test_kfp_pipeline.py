@@ -75,6 +75,8 @@ def test_training_requests_a_gpu_cpu_and_memory(spec: dict[str, Any]) -> None:
         assert res["accelerator"]["resourceCount"] == "{{$.inputs.parameters['pipelinechannel--training_gpus']}}"
         inputs = all_tasks[name]["inputs"]["parameters"]
         assert inputs["gpus"] == {"componentInputParameter": "training_gpus"}
+        # the same claim the task mounts, for the TrainJob it creates with runtime.nodes > 1
+        assert inputs["checkpoint_pvc"] == {"componentInputParameter": "checkpoint_pvc"}
         assert inputs["pipelinechannel--training_gpus"] == {"componentInputParameter": "training_gpus"}
         assert (res["resourceCpuRequest"], res["resourceCpuLimit"]) == ("4", "8")
         assert (res["resourceMemoryRequest"], res["resourceMemoryLimit"]) == ("16G", "32G")

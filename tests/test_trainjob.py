@@ -199,3 +199,53 @@ def test_deploy_trainjob_refuses_a_batch_that_does_not_split() -> None:
         "esrgan: error: finetune_gan.data.batch_size (2) is the global batch and must split evenly over 4 "
         "training processes (runtime.processes 2 x runtime.nodes 2)"
     ]
+
+
+def test_a_kfp_task_with_nodes_runs_its_own_entry_point_on_the_volume(tmp_path: Path) -> None:
+    """What a training task with runtime.nodes > 1 creates: its inputs copied onto the volume, and
+    every pod running the ranks' entry point (esrgan kfp train-task) on them."""
+    from pipeline.params import parse_params
+    from pipeline.trainjob import task_job
+
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params["runtime"].update(device="cuda", processes="auto", nodes=2)
+    mount, task = tmp_path / "mnt", tmp_path / "task"
+    (task / "patches" / "train").mkdir(parents=True)
+    (task / "patches" / "train" / "a.png").write_bytes(b"png")
+    (task / "config").write_text("{}")
+    (task / "psnr.pth").write_bytes(b"weights")
+    run_dir = mount / "0123456789abcdef" / "finetune_gan"
+    doc, out = task_job(
+        "finetune_gan",
+        task / "config",
+        task / "patches",
+        task / "psnr.pth",
+        run_dir,
+        {"kfp.run_id": "r1"},
+        parse_params(params),
+        gpus=1,
+        pvc="team-checkpoints",
+        mount=str(mount),
+        image="registry/esrgan:1-cuda",
+    )
+    assert trainjob_round_trip(doc) == doc
+    key = mount / "0123456789abcdef"
+    assert (key / "patches" / "train" / "a.png").read_bytes() == b"png"
+    assert (key / "finetune_gan-inputs" / "init.pth").read_bytes() == b"weights"
+    assert out == key / "finetune_gan-outputs"
+    trainer = doc["spec"]["trainer"]
+    assert doc["metadata"]["name"] == "esrgan-finetune-gan-0123456789abcdef"
+    assert (trainer["numNodes"], trainer["numProcPerNode"], trainer["image"]) == (2, 1, "registry/esrgan:1-cuda")
+    assert trainer["args"] == [
+        "-m", "pipeline.cli", "kfp", "train-task", "--stage", "finetune_gan",
+        "--config", str(key / "finetune_gan-inputs" / "config.json"), "--patches", str(key / "patches"),
+        "--run-dir", str(run_dir), "--model-out", str(out / "generator.pth"), "--metrics", str(out / "metrics.json"),
+        "--init", str(key / "finetune_gan-inputs" / "init.pth"), "--tag", "kfp.run_id=r1",
+    ]  # fmt: skip
+    pod = doc["spec"]["runtimePatches"][0]["trainingRuntimeSpec"]["template"]["spec"]["replicatedJobs"][0]
+    volume = pod["template"]["spec"]["template"]["spec"]
+    assert volume["volumes"][0]["persistentVolumeClaim"] == {"claimName": "team-checkpoints"}
+    assert volume["containers"][0]["volumeMounts"][0]["mountPath"] == str(mount)
+    with pytest.raises(TrainJobError, match="must lie on the volume"):
+        task_job("pretrain_psnr", task / "config", task / "patches", None, tmp_path / "elsewhere" / "k" / "s",
+                 {}, parse_params(params), 1, "c", mount=str(mount))  # fmt: skip
