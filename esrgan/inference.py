@@ -191,7 +191,7 @@ def upscale(
         Grey input is upscaled as RGB and returned as the mean of the output channels; the
         alpha channel of RGBA is upscaled separately, as a grey image.
     """
-    from esrgan.engines import Engine, load_engine, upscale_array, upscale_pil
+    from esrgan.engines import Engine, load_engine, precision_for, upscale_array, upscale_pil
     from esrgan.engines.torch_engine import TorchEngine
 
     if isinstance(model, Engine):
@@ -201,7 +201,11 @@ def upscale(
             raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
         runner = TorchEngine(model, precision)
     else:
-        runner = load_engine(model, engine, precision)
+        if isinstance(image, Image.Image):  # 16-bit and float modes are deep; the others 8-bit
+            dtype: Any = np.uint16 if image.mode in ("I", "I;16", "I;16B", "I;16L", "F") else np.uint8
+        else:
+            dtype = np.asarray(image).dtype
+        runner = load_engine(model, engine, precision_for(dtype, precision, str(_model_device(model))))
     if isinstance(image, Image.Image):
         return cast(Image.Image, upscale_pil(runner, image, tile, tile_pad))
     return upscale_array(runner, image, tile, tile_pad)

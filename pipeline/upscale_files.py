@@ -23,6 +23,7 @@ import string
 import sys
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -37,6 +38,7 @@ from esrgan.engines import (
     available_memory,
     load_engine,
     plan_tile,
+    precision_for,
     upscale_array,
 )
 from esrgan.imageio import ImageReadError, image_info, is_image_path, read_image, write_image
@@ -298,12 +300,21 @@ def load_runner(model_ref: str, engine: str = "auto", precision: str = "auto", d
     Raises:
         UpscaleError: the engine asked for cannot run here, or the ``.onnx`` file is not a model.
     """
+    return _engine_for(_model_source(model_ref, device), engine, precision)
+
+
+def _model_source(model_ref: str, device: str) -> Any:
+    """What engines are built from: the ``.onnx`` path as it is, else the loaded torch generator."""
+    if model_ref.lower().endswith(".onnx") and not model_ref.startswith(("models:/", "runs:/")):
+        if device not in ("auto", "cpu"):
+            raise UpscaleError(f"--device {device}: an .onnx model runs on the CPU here; use --device cpu")
+        return Path(model_ref)
+    return load_model_for_inference(model_ref, device)
+
+
+def _engine_for(source: Any, engine: str, precision: str) -> Engine:
     try:
-        if model_ref.lower().endswith(".onnx") and not model_ref.startswith(("models:/", "runs:/")):
-            if device not in ("auto", "cpu"):
-                raise UpscaleError(f"--device {device}: an .onnx model runs on the CPU here; use --device cpu")
-            return load_engine(Path(model_ref), engine, precision)
-        return load_engine(load_model_for_inference(model_ref, device), engine, precision)
+        return load_engine(source, engine, precision)
     except EngineUnavailable as exc:
         raise UpscaleError(f"--engine {engine}: {exc}") from None
     except EngineLoadError as exc:
@@ -344,8 +355,10 @@ def upscale_files(
     pad = DEFAULT_TILE_PAD if tile_pad is None else tile_pad
     if pad < 0:
         raise UpscaleError(f"--tile-pad {pad}: must not be negative")
-    model = load_runner(model_ref, engine, precision, device)
+    source = _model_source(model_ref, device)
+    model = _engine_for(source, engine, precision)
     log.debug("engine: %s %s on %s", model.name, model.precision, model.device)
+    by_precision = {model.precision: model}
     plan = list(dict.fromkeys(zip(files, plan_outputs(files, output_dir, suffix, model.scale, overwrite), strict=True)))
     _warm_up(model)
     log.debug("memory available for upscaling: %d MiB", available_memory(model.device) >> 20)
@@ -357,7 +370,12 @@ def upscale_files(
             if use_tile and tile is None:
                 log.info("%s: %dx%d planned in %d-pixel tiles to fit in memory", path, width, height, use_tile)
             image = read_image(path)
-            result = upscale_array(model, image, tile=use_tile, tile_pad=pad)
+            # auto keeps 16-bit images in fp32 on the CPU (bf16 holds 8 significant bits: the fidelity
+            # bound is in 8-bit grey levels); compiled once, on the first such image.
+            wanted = precision_for(image.dtype, precision, model.device) if precision == "auto" else model.precision
+            if wanted not in by_precision:
+                by_precision[wanted] = _engine_for(source, engine, wanted)
+            result = upscale_array(by_precision[wanted], image, tile=use_tile, tile_pad=pad)
             del image
             # A short staging name, whatever the output's length (names near 255 bytes are allowed).
             partial = out_path.with_name(f".partial-{os.getpid()}-{index}.png")

@@ -293,3 +293,16 @@ def test_a_module_changed_in_place_is_not_served_from_the_cache() -> None:
     assert second is not first and second.info.digest == weights_sha256(model)
     ref = upscale(model, image(8, 8), precision="fp32").astype(int)
     assert np.abs(upscale_array(second, image(8, 8)).astype(int) - ref).max() <= 1
+
+
+def test_auto_keeps_deep_images_in_fp32_on_the_cpu(onnx_files: dict[int, Path]) -> None:
+    from esrgan.engines import precision_for
+
+    assert precision_for(np.uint8) == "auto"
+    assert precision_for(np.uint16) == precision_for(np.float32) == "fp32"
+    assert precision_for(np.uint16, "bf16") == "bf16"  # asked for by name: as asked
+    assert precision_for(np.uint16, "auto", "cuda:0") == "auto"
+    img = image(10, 12, 3, np.uint16)
+    ref = upscale(tiny(4), img, precision="fp32").astype(int)
+    got = upscale(tiny(4), img, engine="auto").astype(int)  # not bf16: within 2 of 65535 levels
+    assert np.abs(got - ref).max() <= 2

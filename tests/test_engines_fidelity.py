@@ -44,6 +44,7 @@ def check(model: torch.nn.Module, photos: list[np.ndarray], tile: int = 0) -> di
             worst_levels = max(worst_levels, int(np.abs(got.astype(int) - ref.astype(int)).max()))
         found[f"{name} {precision}"] = (worst_db, worst_levels)
     assert found, "no engine at all"
+    print({pair: f"{db:.1f} dB, {levels} levels" for pair, (db, levels) in found.items()})  # shown with -s
     for pair, (db, levels) in found.items():
         assert db >= MIN_PSNR_DB and levels <= MAX_LEVELS, f"{pair}: {db:.1f} dB, {levels} levels"
     return found

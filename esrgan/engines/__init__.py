@@ -21,6 +21,7 @@ from esrgan.engines.loader import (
     cpu_flags,
     load_engine,
     native_bf16,
+    precision_for,
 )
 from esrgan.engines.memory import InsufficientMemoryError, available_memory, plan_tile
 from esrgan.engines.metadata import ModelInfo, read_props
@@ -45,6 +46,7 @@ __all__ = [
     "load_engine",
     "native_bf16",
     "plan_tile",
+    "precision_for",
     "read_props",
     "tile_plan",
     "upscale_array",

@@ -86,6 +86,15 @@ def auto_order(device: str = "cpu") -> tuple[tuple[str, str], ...]:
     return AUTO_CPU_BF16 if native_bf16() else AUTO_CPU
 
 
+def precision_for(dtype: Any, precision: str = "auto", device: str = "cpu") -> str:
+    """``precision`` for an image of ``dtype``: ``auto`` stays ``auto`` for 8-bit images and becomes
+    fp32 on the CPU for deeper ones (16-bit, float). The fidelity bound is in 8-bit grey levels;
+    bf16 holds 8 significant bits, ~100-250 levels of a 16-bit image, which would waste its depth."""
+    if precision != "auto" or np.dtype(dtype) == np.uint8 or device.startswith("cuda"):
+        return precision
+    return "fp32"
+
+
 def candidates(engine: str, precision: str, device: str = "cpu") -> list[tuple[str, str]]:
     """The pairs to try, in order, for an ``engine`` / ``precision`` request (either may be ``auto``)."""
     if engine not in ("auto", *ENGINES):
