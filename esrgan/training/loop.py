@@ -247,11 +247,14 @@ def train(
 
     # ---- resume ----------------------------------------------------------------------------------
     start = 0
+    resumed_metrics: dict[str, float] = {}
     if checkpoint is not None:
         state = load_checkpoint(checkpoint)
         if state["stage"] != stage:
             raise ValueError(f"{checkpoint}: a {state['stage']!r} checkpoint cannot resume stage {stage!r}")
         start = int(state["iteration"])
+        # What the run had reported: a finished run resumed (a re-run stage) reports it again.
+        resumed_metrics = {k: float(v) for k, v in state.get("metrics", {}).items()}
         generator.load_state_dict(state["generator"])
         opt_g.load_state_dict(state["optimizer_g"])
         if ema is not None:
@@ -311,7 +314,7 @@ def train(
             "world_size": ctx.world_size,
         },
     )
-    metrics: dict[str, float] = {}
+    metrics: dict[str, float] = dict(resumed_metrics)
     sums: dict[str, torch.Tensor] = {}
     n_sum, t_interval = 0, time.perf_counter()
     last_checkpoint: Path | None = checkpoint
