@@ -177,6 +177,23 @@ def test_two_ranks_resume_from_a_one_rank_checkpoint(project: Path, psnr_runs: d
     assert resumed["metrics"]["loss_pixel"] == pytest.approx(one["metrics"]["loss_pixel"], rel=1e-5)
 
 
+def test_a_finished_run_rerun_with_another_count_writes_the_same_outputs(
+    project: Path, psnr_runs: dict[str, Any]
+) -> None:
+    """What ``dvc repro`` does after runtime.processes changes: the stage runs again on its run
+    folder, resumes at the last iteration, trains nothing and writes the same model and metrics."""
+    before = json.loads((project / "metrics" / "psnr2.json").read_text())
+    cmd = _stage(project, 1, "pretrain_psnr", "psnr2")
+    cmd[cmd.index("models/psnr2.pth")], cmd[cmd.index("metrics/psnr2.json")] = "models/again.pth", "metrics/again.json"
+    result = _run(project, cmd)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (project / "models" / "again.pth").read_bytes() == (project / "models" / "psnr2.pth").read_bytes()
+    after = json.loads((project / "metrics" / "again.json").read_text())
+    assert {k: v for k, v in after.items() if k != "wall_time_s"} == {
+        k: v for k, v in before.items() if k != "wall_time_s"
+    }
+
+
 def test_gan_stage_on_two_ranks_resumes_from_one_rank(project: Path, psnr_runs: dict[str, Any]) -> None:
     """The GAN stage under 2 ranks through ``esrgan stage finetune_gan``, resuming a 1-rank run.
 
