@@ -46,6 +46,7 @@ import json
 import logging
 import os
 import sys
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -271,9 +272,18 @@ def load_upscaler(artifacts: dict[str, str], engine: str = "auto", precision: st
             except ValueError as exc:  # an unknown engine or precision name
                 raise ModelLoadError(str(exc)) from None
             else:
+                # As esrgan.upscale does: under precision auto, 16-bit (and float) images get an fp32
+                # engine, built on the first such request (bf16 keeps 8 significant bits).
+                by_precision = {precision: runner}
+                lock = threading.Lock()
 
                 def run(image: np.ndarray, tile: int) -> np.ndarray:
-                    return engines.upscale_array(runner, image, tile=tile)
+                    wanted = engines.precision_for(image.dtype, precision) if precision == "auto" else precision
+                    with lock:
+                        if wanted not in by_precision:
+                            by_precision[wanted] = engines.load_engine(onnx, engine=engine, precision=wanted)
+                        chosen = by_precision[wanted]
+                    return engines.upscale_array(chosen, image, tile=tile)
 
                 return run, f"{runner.name} {runner.precision}"
     if "generator" not in artifacts:
