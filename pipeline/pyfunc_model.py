@@ -276,9 +276,10 @@ def load_upscaler(artifacts: dict[str, str], engine: str = "auto", precision: st
                 # engine, built on the first such request (bf16 keeps 8 significant bits).
                 by_precision = {precision: runner}
                 lock = threading.Lock()
+                precision_for = getattr(engines, "precision_for", lambda dtype, p: p)  # older packaged copies
 
                 def run(image: np.ndarray, tile: int) -> np.ndarray:
-                    wanted = engines.precision_for(image.dtype, precision) if precision == "auto" else precision
+                    wanted = precision_for(image.dtype, precision) if precision == "auto" else precision
                     with lock:
                         if wanted not in by_precision:
                             by_precision[wanted] = engines.load_engine(onnx, engine=engine, precision=wanted)
