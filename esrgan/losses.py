@@ -18,7 +18,7 @@ and the real logits are detached in the generator loss (G cannot change them any
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -31,25 +31,34 @@ def _bce(logits: torch.Tensor, target: float) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), torch.full_like(logits.float(), target))
 
 
-def ra_discriminator_terms(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+#: How a relativistic loss averages logits over the batch: ``torch.mean`` in one process; under
+#: data parallelism, a mean over every rank's logits (``esrgan.training.cross_rank.cross_rank_mean``).
+BatchMean = Callable[[torch.Tensor], torch.Tensor]
+
+
+def ra_discriminator_terms(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, batch_mean: BatchMean = torch.mean
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The discriminator's two relativistic terms, each already scaled by 0.5 (BasicSR).
 
     Returns ``(l_d_real, l_d_fake)`` with ``l_d_real = 0.5 * BCE(Cr - mean(Cf).detach(), 1)`` and
     ``l_d_fake = 0.5 * BCE(Cf - mean(Cr).detach(), 0)``; ``L_D = l_d_real + l_d_fake``.
     Pass ``fake_logits`` computed from a detached generator output.
     """
-    l_real = 0.5 * _bce(real_logits - fake_logits.detach().mean(), 1.0)
-    l_fake = 0.5 * _bce(fake_logits - real_logits.detach().mean(), 0.0)
+    l_real = 0.5 * _bce(real_logits - batch_mean(fake_logits.detach()), 1.0)
+    l_fake = 0.5 * _bce(fake_logits - batch_mean(real_logits.detach()), 0.0)
     return l_real, l_fake
 
 
-def ra_generator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+def ra_generator_loss(
+    real_logits: torch.Tensor, fake_logits: torch.Tensor, batch_mean: BatchMean = torch.mean
+) -> torch.Tensor:
     """``L_G^Ra`` averaged over its two terms: ``0.5 * (BCE(Cr - mean Cf, 0) + BCE(Cf - mean Cr, 1))``.
 
     ``real_logits`` are detached; G receives gradients through both terms via ``fake_logits``.
     """
     real = real_logits.detach()
-    return 0.5 * (_bce(real - fake_logits.mean(), 0.0) + _bce(fake_logits - real.mean(), 1.0))
+    return 0.5 * (_bce(real - batch_mean(fake_logits), 0.0) + _bce(fake_logits - batch_mean(real), 1.0))
 
 
 def pixel_loss(sr: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:

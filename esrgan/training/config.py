@@ -53,7 +53,9 @@ class DiscriminatorConfig(_Strict):
     """VGG-style discriminator; its input size is the GAN stage's HR patch size (128 or 256)."""
 
     num_feat: int = Field(64, ge=1, le=MAX_WIDTH)
-    #: Convert D's BatchNorm to SyncBatchNorm under multi-GPU DDP (per-GPU batches are small).
+    #: Under data parallelism, D's BatchNorm uses the statistics of the global batch (SyncBatchNorm on
+    #: CUDA, all-reduces on CPU): N ranks then train the model one process would. Off, each rank
+    #: normalises its own share (BasicSR's default; no effect in one process).
     sync_batchnorm: bool = False
 
 

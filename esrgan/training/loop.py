@@ -42,6 +42,7 @@ from esrgan.models.init_weights import load_init_discriminator, load_init_genera
 from esrgan.training import distributed as dist_utils
 from esrgan.training.callbacks import Callbacks, as_callbacks
 from esrgan.training.config import GANStageConfig, TrainConfig, parse_config
+from esrgan.training.cross_rank import convert_batchnorm, cross_rank_mean
 from esrgan.training.ema import ModelEMA
 from esrgan.training.preemption import PreemptionFlag, TrainingPreempted
 from esrgan.training.resume import (
@@ -191,6 +192,8 @@ def train(
     if cuda:
         torch.backends.cudnn.benchmark = not rt.deterministic
     amp_dtype = amp_dtype_for(rt.amp, device)
+    # The relativistic loss compares with the mean of the whole (global) batch, as one process does.
+    batch_mean = cross_rank_mean if ctx.distributed else torch.mean
     # channels_last is a CUDA feature; on CPU it would only slow things down.
     memory_format = torch.channels_last if cuda and rt.channels_last else torch.contiguous_format
     if not cuda and rt.channels_last:
@@ -231,8 +234,11 @@ def train(
         )
         if checkpoint is None and d_source is not None:
             load_init_discriminator(d_source, discriminator, d_key)
-        if ctx.distributed and cuda and sc.discriminator.sync_batchnorm:
-            discriminator = nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
+        if ctx.distributed and sc.discriminator.sync_batchnorm:
+            # One batch's statistics on every rank: NCCL's fused SyncBatchNorm on CUDA, all-reduces elsewhere.
+            discriminator = (
+                nn.SyncBatchNorm.convert_sync_batchnorm(discriminator) if cuda else convert_batchnorm(discriminator)
+            )
         discriminator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
         opt_d = torch.optim.Adam(
             discriminator.parameters(),
@@ -370,9 +376,18 @@ def train(
                 lr_d = lr_at(step, sc.optimizer_d.lr, sc.schedule, sc.iterations)
                 set_lr(opt_d, lr_d)
                 sr, values = generator_step(
-                    g_train, discriminator, perceptual, lr_img, hr_img, opt_g, sc.loss_weights, scaler_g, amp_dtype
+                    g_train,
+                    discriminator,
+                    perceptual,
+                    lr_img,
+                    hr_img,
+                    opt_g,
+                    sc.loss_weights,
+                    scaler_g,
+                    amp_dtype,
+                    batch_mean,
                 )
-                values |= discriminator_step(d_train, sr, hr_img, opt_d, scaler_d, amp_dtype)
+                values |= discriminator_step(d_train, sr, hr_img, opt_d, scaler_d, amp_dtype, batch_mean)
             else:
                 values = psnr_step(g_train, lr_img, hr_img, opt_g, scaler_g, amp_dtype)
             if ema is not None:

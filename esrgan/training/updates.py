@@ -14,6 +14,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from esrgan.losses import (
+    BatchMean,
     PerceptualLoss,
     chroma_loss,
     generator_loss,
@@ -71,6 +72,7 @@ def generator_step(
     weights: LossWeights,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
+    batch_mean: BatchMean = torch.mean,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Stage 2, G half: ``w_p * L_percep + w_g * L_G^Ra + w_1 * L_1 (+ w_c * L_chroma)``, D frozen.
 
@@ -88,7 +90,7 @@ def generator_step(
         l_percep = perceptual(sr, hr)
         real_logits = discriminator(hr).detach()
         fake_logits = discriminator(sr)
-        l_gan = ra_generator_loss(real_logits, fake_logits)
+        l_gan = ra_generator_loss(real_logits, fake_logits, batch_mean)
         l_chroma = chroma_loss(sr, hr) if weights.chroma else None
         l_total = generator_loss(
             l_percep, l_gan, l_pixel, weights.perceptual, weights.gan, weights.pixel, l_chroma, weights.chroma
@@ -108,6 +110,7 @@ def discriminator_step(
     optimizer: Optimizer,
     scaler: torch.amp.GradScaler | None = None,
     amp_dtype: torch.dtype | None = None,
+    batch_mean: BatchMean = torch.mean,
 ) -> dict[str, torch.Tensor]:
     """Stage 2, D half: relativistic average loss on real HR and the detached G output.
 
@@ -118,7 +121,7 @@ def discriminator_step(
     with autocast(hr.device, amp_dtype):
         real_logits = discriminator(hr)
         fake_logits = discriminator(sr.detach())
-        l_real, l_fake = ra_discriminator_terms(real_logits, fake_logits)
+        l_real, l_fake = ra_discriminator_terms(real_logits, fake_logits, batch_mean)
     optimizer_step(l_real + l_fake, optimizer, scaler)
     return {
         "loss_d_real": l_real.detach(),
