@@ -82,4 +82,3 @@ def test_outside_a_process_group_both_are_the_plain_operations() -> None:
     assert torch.equal(plain(x), cross(x)) and torch.equal(plain.running_var, cross[0].running_var)
     assert cross_rank_mean(x) == x.mean()
     assert set(cross.state_dict()) == {f"0.{k}" for k in plain.state_dict()}
-
