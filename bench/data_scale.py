@@ -170,21 +170,11 @@ def loader_rate(dataset: Any, workers: int, seconds: float, batch: int = 16, see
     no workers, else the worker), so it is what one worker delivers on a core of its own however
     loaded this machine is.
     """
-    import torch
-    from torch.utils.data import DataLoader
 
-    from esrgan.training.sampler import EpochIndexed, InfiniteSampler
+    from esrgan.training.sampler import InfiniteSampler, training_loader
 
     sampler = InfiniteSampler(len(dataset), batch, seed)
-    loader = DataLoader(
-        EpochIndexed(dataset),
-        batch_size=sampler.local_batch,
-        sampler=sampler,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        prefetch_factor=2 if workers > 0 else None,
-        generator=torch.Generator().manual_seed(seed),
-    )
+    loader = training_loader(dataset, sampler, workers, prefetch_factor=2, seed=seed, pin_memory=False)
     it = iter(loader)
     for _ in range(2):  # worker start-up and the first reads are not steady state
         next(it)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,7 @@ def test_loop_trains_under_cpu_bf16_autocast(stage: str, tmp_path: Path, monkeyp
     real = getattr(training_loop, step_name)
 
     def spy(*args: Any) -> Any:
-        seen.append(args[-1])  # amp_dtype is every step's last argument
+        seen.append(inspect.signature(real).bind(*args).arguments["amp_dtype"])
         return real(*args)
 
     monkeypatch.setattr(training_loop, step_name, spy)

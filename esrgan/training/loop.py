@@ -32,7 +32,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from esrgan.fileio import atomic_write, write_json
@@ -53,7 +52,7 @@ from esrgan.training.resume import (
     save_checkpoint,
     set_rng_state,
 )
-from esrgan.training.sampler import EpochIndexed, InfiniteSampler
+from esrgan.training.sampler import InfiniteSampler, training_loader
 from esrgan.training.schedule import lr_at, set_lr
 from esrgan.training.updates import discriminator_step, generator_step, psnr_step
 from esrgan.training.validation import Validator
@@ -289,16 +288,7 @@ def train(
     dataset = PairedPatchDataset(hr_dir, lr_dir, sc.data.patch_size, cfg.model.scale, sc.data.augment, rt.seed)
     sampler = InfiniteSampler(len(dataset), sc.data.batch_size, rt.seed, ctx.rank, ctx.world_size, start)
     workers = sc.data.num_workers
-    loader = DataLoader(
-        EpochIndexed(dataset),
-        batch_size=sampler.local_batch,
-        sampler=sampler,
-        num_workers=workers,
-        persistent_workers=workers > 0,
-        prefetch_factor=sc.data.prefetch_factor if workers > 0 else None,
-        pin_memory=cuda,
-        generator=torch.Generator().manual_seed(rt.seed),  # worker seeds without touching the global RNG
-    )
+    loader = training_loader(dataset, sampler, workers, sc.data.prefetch_factor, rt.seed, pin_memory=cuda)
     batches = iter(loader) if start < sc.iterations else None  # no worker processes when nothing trains
     validator = None
     if ctx.is_main and val_hr_dir is not None and sc.val_every > 0:

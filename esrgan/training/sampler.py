@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler
 
 
 class InfiniteSampler(Sampler[tuple[int, int]]):
@@ -87,3 +87,23 @@ class EpochIndexed(Dataset[Any]):
             self.dataset.set_epoch(epoch)
             self._epoch = epoch
         return self.dataset[index]
+
+
+def training_loader(
+    dataset: Dataset[Any], sampler: InfiniteSampler, workers: int, prefetch_factor: int, seed: int, pin_memory: bool
+) -> DataLoader[Any]:
+    """The training stages' DataLoader over ``sampler`` (also what ``bench/data_scale.py`` measures).
+
+    Workers persist across the endless epochs; their seeds come from a generator seeded with
+    ``seed``, so the global RNG is not touched.
+    """
+    return DataLoader(
+        EpochIndexed(dataset),
+        batch_size=sampler.local_batch,
+        sampler=sampler,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        prefetch_factor=prefetch_factor if workers > 0 else None,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+    )
