@@ -28,7 +28,7 @@ COPY components ./components
 # A regular (non-editable) install: the image needs no source tree. kfp is in the `pipeline`
 # extra, which is why the components use install_kfp_package=False.
 RUN pip install -c constraints.txt ".[pipeline,metrics]" \
-    && python -c "import esrgan, pipeline.steps, components.build, kfp, mlflow, dvc"
+    && python -c "import esrgan, pipeline.steps, pipeline.kfp.build, kfp, mlflow, dvc"
 
 FROM ${PYTHON_IMAGE} AS runtime
 ARG VARIANT=cuda

@@ -10,7 +10,7 @@ shapes and lines, band-limited grain and sensor noise, a slight optical blur. It
 about 46% of the raw pixels, like real photos (DIV2K train: 800 PNGs, ~3.5 GB).
 
 ``extract`` runs the pipeline's extraction (``esrgan.data.extract_with_config``, what
-``pipeline/steps/extract.py`` calls) with one worker on the first ``--images`` photos, and reports
+``pipeline/steps/extract_patches.py`` calls) with one worker on the first ``--images`` photos, and reports
 seconds per photo, sub-images and bytes on disk, and the extrapolation to the whole set (extraction
 is independent per photo, so time and disk scale linearly with photos; time divides by workers).
 
@@ -226,14 +226,14 @@ def loader(patches: Path, sizes: list[int], seconds: float, storages: list[str],
 
 
 def s3_fetch(data: Path, images: int, reps: int, workers: list[int]) -> dict[str, Any]:
-    """``pipeline.storage.download_prefix`` of ``images`` photos from a loopback SeaweedFS, per worker count.
+    """``pipeline.data.storage.download_prefix`` of ``images`` photos from a loopback SeaweedFS, per worker count.
 
     Loopback has no network latency, so this shows the overhead of the client and server, not what
     concurrency hides on a real S3 endpoint (tens of ms to the first byte of every object).
     """
     import os as _os
 
-    from pipeline import storage
+    from pipeline.data import storage
     from tests.e2e.s3 import weed_s3
 
     src = sorted((data / "train").glob("*.png"))[:images]

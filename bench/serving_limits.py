@@ -45,7 +45,7 @@ import common
 from esrgan.engines import load_engine, upscale_array
 from esrgan.inference import upscale
 from esrgan.models import RRDBNet
-from pipeline.pyfunc_model import BadRequest, ESRGANUpscaler
+from pipeline.registry.pyfunc_model import BadRequest, ESRGANUpscaler
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER = {"scale": 4, "num_feat": 64, "num_block": 23, "num_grow": 32}
@@ -76,7 +76,7 @@ def main() -> None:
     torch.manual_seed(0)
     server = ESRGANUpscaler()
     net = RRDBNet(**arch).eval()
-    if args.engine == "torch":  # as the server does (pipeline.pyfunc_model.torch_upscaler)
+    if args.engine == "torch":  # as the server does (pipeline.registry.pyfunc_model.torch_upscaler)
         precision = "fp32" if args.precision == "auto" else args.precision
         server.upscale = lambda image, tile: upscale(net, image, tile=tile, precision=precision)  # type: ignore[arg-type]
         server.engine = f"torch {precision}"

@@ -5,7 +5,7 @@
     python bench/serving_load.py --image localhost/esrgan-pipeline:0.1.0-serve   # and the serving image
     python bench/serving_load.py --requests 16 --concurrency 4 --size 256 --tiles 0,128
 
-For each tile setting the generator is logged with :func:`pipeline.registry.log_generator_model`
+For each tile setting the generator is logged with :func:`pipeline.registry.packaging.log_generator_model`
 (the pyfunc the register step deploys, ``model.onnx`` included; only its ``tile`` differs) into a
 scratch registry and served by real ``mlflow models serve --env-manager local`` processes, one per
 ``--servers`` entry, all up at once: ``engine`` (the fastest engine installed, what the pyfunc
@@ -191,7 +191,7 @@ def generator_file(model: str | None, workdir: Path) -> tuple[Path, str]:
     from esrgan.models import RRDBNet, load_generator, save_generator
 
     if model and model.startswith(("models:/", "runs:/")):
-        from pipeline.registry import load_registered_generator
+        from pipeline.registry.packaging import load_registered_generator
 
         net, label = load_registered_generator(model), model
     elif model:
@@ -216,7 +216,7 @@ def register(generator: Path, tile: int, workdir: Path) -> tuple[str, str]:
     """Log and register the generator as the register step does (``model.onnx`` included); its URI."""
     import mlflow
 
-    from pipeline.registry import log_generator_model
+    from pipeline.registry.packaging import log_generator_model
 
     tracking = f"sqlite:///{workdir / 'bench.db'}"
     mlflow.set_tracking_uri(tracking)

@@ -30,6 +30,7 @@ __all__ = [
     "cross_field_problems",
     "load_params",
     "load_params_document",
+    "params_document",
     "parse_params",
 ]
 
@@ -293,7 +294,7 @@ AUTO_MODEL = "auto"
 
 
 def _auto_model(data: dict[str, Any], origin: str) -> dict[str, int]:
-    from pipeline.init_sources import InitSourceError, auto_model
+    from pipeline.data.init_sources import InitSourceError, auto_model
 
     try:
         return auto_model(data, Path.cwd())
@@ -334,6 +335,11 @@ def load_params(path: str | os.PathLike[str] = "params.yaml") -> PipelineParams:
     """Read and validate ``params.yaml`` (see :func:`parse_params`)."""
     path = Path(path)
     return parse_params(_read(path), str(path))
+
+
+def params_document(params: PipelineParams) -> dict[str, Any]:
+    """The YAML-shaped document of validated params (``register``, not ``registration``)."""
+    return params.model_dump(mode="json", by_alias=True)
 
 
 def load_params_document(path: str | os.PathLike[str]) -> dict[str, Any]:

@@ -5,7 +5,7 @@ call :func:`launch` when :func:`resolve_processes` says more than one process: i
 ``torchrun --standalone --nproc_per_node N`` (torch's own launcher, in this process) on the same
 command, and each rank runs it with ``RANK``/``WORLD_SIZE`` set (:func:`under_torchrun`), so the
 command does not launch again. The training library splits the global batch over the ranks;
-only rank 0 writes files, MLflow and DVC outputs (``pipeline.steps.train``).
+only rank 0 writes files, MLflow and DVC outputs (``pipeline.steps.training``).
 
 Failures come back as one line, not torchrun's report: a rank killed (``kill -9``, the OOM
 killer) stops the others within seconds (gloo sees the closed connection, torchrun stops the
@@ -68,8 +68,7 @@ def stage_processes(params: Any) -> int:
     Raises:
         ParamsError: more processes than GPUs, or a global batch that does not split evenly.
     """
-    from pipeline.kfp_params import params_document
-    from pipeline.params import batch_split_problems
+    from pipeline.params import batch_split_problems, params_document
 
     count = resolve_processes(params.runtime.processes, params.runtime.device)
     problems = batch_split_problems(params_document(params), count)

@@ -18,9 +18,9 @@ import pytest
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
-from pipeline.champion import RegistryError, decide, figure
 from pipeline.errors import PipelineError
 from pipeline.params import RegisterParams, SelectionParams
+from pipeline.registry.aliases import RegistryError, decide, figure
 from pipeline.steps import register as register_module
 from pipeline.steps.register import EVAL_KEY_TAG, champion_figures, json_safe, register_step
 
@@ -185,7 +185,7 @@ def test_json_safe_turns_every_non_finite_float_into_null() -> None:
 
 
 class FakeRegistry:
-    """The part of ``MlflowClient`` the register step and :func:`pipeline.champion.promote` use."""
+    """The part of ``MlflowClient`` the register step and :func:`pipeline.registry.aliases.promote` use."""
 
     def __init__(self, champion_tags: dict[str, str]) -> None:
         self.aliases: dict[str, str] = {"champion": "3"}

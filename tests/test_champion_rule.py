@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.champion import at_least_as_good, decide, format_table
-from pipeline.main_job import decision_lines
+from pipeline.cli.main_job import decision_lines
 from pipeline.params import SelectionParams
+from pipeline.registry.aliases import at_least_as_good, decide, format_table
 
 RULE = SelectionParams(metric="niqe", psnr_margin_db=1.0)
 

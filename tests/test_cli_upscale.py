@@ -124,7 +124,7 @@ def test_an_engine_that_is_not_installed_is_one_line_and_exit_2(model_file: Path
 
 def test_a_folder_of_photos_compiles_once(model_file: Path, tmp_path: Path) -> None:
     from esrgan.engines import clear_cache, compile_count
-    from pipeline.upscale_files import upscale_files
+    from pipeline.cli.upscale import upscale_files
 
     src = tmp_path / "in"
     src.mkdir()

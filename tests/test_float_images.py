@@ -122,7 +122,7 @@ def test_a_float_tiff_upscales_like_the_same_image_as_16_bit_png(nearest_model: 
 
 
 def test_the_server_reads_float_grey_images_too() -> None:
-    from pipeline.pyfunc_model import decode_image
+    from pipeline.registry.pyfunc_model import decode_image
 
     grey = ramp(c=1)
     buf = io.BytesIO()

@@ -22,7 +22,7 @@ from esrgan.models import RRDBNet, save_generator
 from esrgan.models.discriminator import VGGDiscriminator
 from esrgan.models.init_weights import discriminator_bytes
 from pipeline.cli import main
-from pipeline.init_sources import InitSourceError, read_stage_init, resolve_source, resolve_stage_init
+from pipeline.data.init_sources import InitSourceError, read_stage_init, resolve_source, resolve_stage_init
 from pipeline.params import parse_params
 from tests.loopback import serving
 

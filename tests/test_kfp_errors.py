@@ -23,8 +23,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from components.build import DEFAULT_REPOSITORY, REPOSITORY_RE, TAG_RE, image_problems
 from pipeline.cli import main
+from pipeline.images import DEFAULT_REPOSITORY, REPOSITORY_RE, TAG_RE, image_problems
 from tests.loopback import serving
 
 REPO = Path(__file__).resolve().parents[1]
@@ -167,7 +167,7 @@ def test_submit_with_a_refused_token_says_so_without_the_token(
 def test_submit_to_a_silent_server_gives_up_after_the_probe_timeout(
     workdir: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("pipeline.kfp_run.PROBE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr("pipeline.kfp.run.PROBE_TIMEOUT_S", 0.5)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:  # accepts (backlog), never answers
         sock.bind(("127.0.0.1", 0))
         sock.listen(8)

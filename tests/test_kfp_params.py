@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.data_source import DataSource, DataSourceError, fetch_dataset
-from pipeline.kfp_params import KNOBS, canonical_json, params_with_knobs, pipeline_key, split_knobs
-from pipeline.kfp_run import build_arguments, compiled_defaults
+from pipeline.data.sources import DataSource, DataSourceError, fetch_dataset
+from pipeline.kfp.params import KNOBS, canonical_json, params_with_knobs, pipeline_key, split_knobs
+from pipeline.kfp.run import build_arguments, compiled_defaults
 from pipeline.params import ParamsError
 from tests.e2e.project import tiny_params
 
@@ -109,7 +109,7 @@ def test_print_restored_undoes_a_print_left_patched() -> None:
     """What kfp.local can leave behind after a ParallelFor (an indenting builtins.print) is undone."""
     import builtins
 
-    from pipeline.kfp_run import print_restored
+    from pipeline.kfp.run import print_restored
 
     original = builtins.print
     try:

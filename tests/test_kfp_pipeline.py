@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from components.build import DEFAULT_REPOSITORY, Images, project_version
-from pipeline.kfp_dag import MLFLOW_SECRET, MLFLOW_SECRET_ENV, S3_SECRET, S3_SECRET_ENV, compile_pipeline
+from pipeline.images import DEFAULT_REPOSITORY, Images, project_version
+from pipeline.kfp.dag import MLFLOW_SECRET, MLFLOW_SECRET_ENV, S3_SECRET, S3_SECRET_ENV, compile_pipeline
 
 REPO = Path(__file__).resolve().parents[1]
 STEPS = ("resolve-params", "extract-patches", "pretrain-psnr", "finetune-gan", "interpolate", "evaluate", "register")

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.champion import RegistryError
-from pipeline.kserve import MODEL_MOUNT, ResolvedVersion, Resources, inference_service
+from pipeline.registry.aliases import RegistryError
+from pipeline.registry.kserve import MODEL_MOUNT, ResolvedVersion, Resources, inference_service
 
 VERSION = ResolvedVersion("esrgan-x4", "7", "models:/esrgan-x4@champion", "s3://b/1/models/m-7/artifacts", ["champion"])
 

@@ -47,3 +47,89 @@ def test_importing_every_core_module_loads_no_mlops_layer() -> None:
     count, loaded = json.loads(result.stdout.strip().splitlines()[-1])
     assert count > 10
     assert loaded == []
+
+
+# --- the pipeline package: one tool, one folder, imports in one direction -----------------------
+
+#: The folders of ``pipeline/`` (and the top-level ``components`` re-exports), each one tool.
+TOOL_FOLDERS = ("pipeline.cli", "pipeline.kfp", "pipeline.registry", "pipeline.data", "pipeline.steps")
+
+
+def _runtime_imports(path: Path, module: str, known: set[str]) -> set[str]:
+    """Project modules ``path`` imports when it runs (functions included; ``TYPE_CHECKING`` blocks and
+    a package's own ``from package import submodule`` of its children excluded)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    typing_only = {
+        id(n)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+        for stmt in node.body
+        for n in ast.walk(stmt)
+    }
+    found: set[str] = set()
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.Import):
+            names = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            subs = [f"{node.module}.{a.name}" for a in node.names]
+            names = [s for s in subs if s in known] or [node.module]
+        else:
+            continue
+        found.update(n for n in names if n in known and n != module and not module.startswith(n + "."))
+    return found
+
+
+def _pipeline_graph() -> dict[str, set[str]]:
+    files = {}
+    for path in [*(REPO / "pipeline").rglob("*.py"), *(REPO / "components").rglob("*.py")]:
+        parts = list(path.relative_to(REPO).with_suffix("").parts)
+        files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    known = set(files)
+    return {m: _runtime_imports(p, m, known) for m, p in files.items()}
+
+
+def _cycle(graph: dict[str, set[str]]) -> list[str]:
+    """One import cycle of ``graph`` as a path ``[a, b, ..., a]``, or ``[]``."""
+    state: dict[str, int] = {}
+
+    def visit(node: str, stack: list[str]) -> list[str]:
+        state[node] = 1
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return [*stack[stack.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt, [*stack, nxt])):
+                return found
+        state[node] = 2
+        return []
+
+    for start in sorted(graph):
+        if start not in state and (found := visit(start, [start])):
+            return found
+    return []
+
+
+def _folder(module: str) -> str:
+    return next((f for f in TOOL_FOLDERS if module == f or module.startswith(f + ".")), module)
+
+
+def test_no_pipeline_module_imports_in_a_circle() -> None:
+    graph = _pipeline_graph()
+    assert len(graph) > 40
+    assert _cycle(graph) == []
+
+
+def test_tool_folders_import_each_other_in_one_direction() -> None:
+    folders: dict[str, set[str]] = {}
+    for module, targets in _pipeline_graph().items():
+        folders.setdefault(_folder(module), set()).update(t for t in map(_folder, targets) if t != _folder(module))
+    assert _cycle(folders) == [], "two tool folders import each other"
+    # The steps are the layer the adapters call: they never import an adapter.
+    assert not folders["pipeline.steps"] & {"pipeline.cli", "pipeline.kfp", "components"}
+    assert not folders["pipeline.registry"] & {"pipeline.cli", "pipeline.kfp", "pipeline.steps"}
+
+
+def test_the_cycle_finder_finds_a_cycle() -> None:
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) == []

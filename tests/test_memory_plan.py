@@ -96,7 +96,7 @@ def _vm_size_after_start(model: Path, engine: str = "torch") -> int:
     code = (
         "import re, sys\n"
         "from pipeline.cli import build_parser\n"
-        "from pipeline.upscale_files import _warm_up, load_runner\n"
+        "from pipeline.cli.upscale import _warm_up, load_runner\n"
         "build_parser()\n"
         "_warm_up(load_runner(sys.argv[1], sys.argv[2], device='cpu'))\n"
         "print(int(re.search(r'VmSize:\\s+(\\d+)', open('/proc/self/status').read()).group(1)) * 1024)\n"
@@ -123,7 +123,7 @@ def test_large_image_under_a_memory_limit_is_tiled_not_killed(tmp_path: Path) ->
     # The limit is real: the whole image in one forward pass dies in the allocator.
     raw = (
         "import sys, torch\nfrom pipeline.cli import build_parser\n"
-        "from pipeline.upscale_files import load_model_for_inference\nfrom esrgan.inference import upscale_tensor\n"
+        "from pipeline.cli.upscale import load_model_for_inference\nfrom esrgan.inference import upscale_tensor\n"
         "build_parser()\nupscale_tensor(load_model_for_inference(sys.argv[1], 'cpu'), torch.rand(1, 3, 300, 400))\n"
     )
     crashed = subprocess.run([*limited, "-c", raw, str(model)], capture_output=True, text=True, timeout=600)

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, event, example, given, settings
 from hypothesis import strategies as st
 
 from esrgan.fileio import TMP_NAME_BYTES, atomic_write
-from pipeline.upscale_files import UpscaleError, check_suffix, name_max, plan_outputs
+from pipeline.cli.upscale import UpscaleError, check_suffix, name_max, plan_outputs
 
 #: A refusal quotes little of the user's text: one line, never longer than this.
 MAX_ERROR = 300

@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel
 
 from pipeline.errors import EXIT_USER_ERROR
-from pipeline.kfp_params import params_with_knobs
+from pipeline.kfp.params import params_with_knobs
 from pipeline.params import METRIC_DIRECTION, ParamsError, PipelineParams, parse_params
 from pipeline.steps.register import select_alpha
 

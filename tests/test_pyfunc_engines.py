@@ -1,4 +1,4 @@
-"""The served model picks its engine (``pipeline.pyfunc_model.load_upscaler``): the fastest ONNX engine
+"""The served model picks its engine (``pipeline.registry.pyfunc_model.load_upscaler``): the fastest ONNX engine
 on the version's ``model.onnx``, PyTorch when asked or when no engine can run the file, one-line
 errors when a pinned engine cannot. End to end over HTTP and without torch:
 ``tests/e2e/test_serve_image.py``."""
@@ -13,7 +13,7 @@ import torch
 
 from esrgan.export import export_onnx
 from esrgan.models import RRDBNet, save_generator
-from pipeline.pyfunc_model import ModelLoadError, load_upscaler
+from pipeline.registry.pyfunc_model import ModelLoadError, load_upscaler
 
 
 @pytest.fixture(scope="module")

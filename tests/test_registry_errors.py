@@ -24,7 +24,7 @@ from PIL import Image
 
 from pipeline.cli import main
 from pipeline.errors import TrackingUnavailable
-from pipeline.tracking import adopt_uri_credentials, check_reachable
+from pipeline.registry.tracking import adopt_uri_credentials, check_reachable
 from tests.loopback import serving
 
 PASSWORD = "s3cret-Pa55"

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from esrgan.owned_folders import MARKER, NotOwnedError
-from pipeline.steps.train import _fresh_or_resumable
+from pipeline.steps.training import _fresh_or_resumable
 
 
 def run_with_marker(tmp_path: Path, marker: str | None) -> Path:

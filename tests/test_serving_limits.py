@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 from esrgan.models import RRDBNet, save_generator
-from pipeline.pyfunc_model import BadRequest, ESRGANUpscaler, load_upscaler
+from pipeline.registry.pyfunc_model import BadRequest, ESRGANUpscaler, load_upscaler
 
 
 def header_only_png(width: int, height: int) -> bytes:
@@ -182,7 +182,7 @@ def asgi_post(app: Any, body: bytes, content_type: str = "application/json") -> 
 def save_served_model(tmp_path: Path, max_input_pixels: int = 10_000) -> Path:
     import mlflow
 
-    from pipeline.registry import ESRGAN_PACKAGE, PYFUNC_CODE, _signature
+    from pipeline.registry.packaging import ESRGAN_PACKAGE, PYFUNC_CODE, _signature
 
     gen = tmp_path / "generator.safetensors"
     with warnings.catch_warnings():

@@ -206,7 +206,7 @@ def test_the_registered_generator_opens_in_spandrel(tmp_path: Path, monkeypatch:
     """``log_generator_model`` re-saves the generator as the model's safetensors artifact."""
     import mlflow.pyfunc  # the module itself: ``mlflow.pyfunc`` after ``import mlflow`` is a lazy proxy
 
-    from pipeline.registry import log_generator_model
+    from pipeline.registry.packaging import log_generator_model
 
     monkeypatch.chdir(tmp_path)  # nothing may reach a ./mlflow.db, even if the patch below missed
 

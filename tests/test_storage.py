@@ -1,4 +1,4 @@
-"""pipeline.storage without a server: URIs, client settings, error messages, atomic downloads."""
+"""pipeline.data.storage without a server: URIs, client settings, error messages, atomic downloads."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
-from pipeline import storage
-from pipeline.storage import S3Uri, StorageError, parse_s3_uri
+from pipeline.data import storage
+from pipeline.data.storage import S3Uri, StorageError, parse_s3_uri
 
 SECRET = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
 ENDPOINT = "http://127.0.0.1:9000"

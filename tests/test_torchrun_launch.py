@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipeline.errors import ParamsError
-from pipeline.kfp_run import build_arguments
+from pipeline.kfp.run import build_arguments
 from pipeline.params import parse_params
 from pipeline.torchrun import lost_peer, resolve_processes, stage_processes
 
@@ -68,7 +68,7 @@ def test_processes_is_auto_or_a_whole_number(bad: object) -> None:
 
 
 def test_launch_settings_stay_out_of_the_run_folder_fingerprint(tmp_path: Path) -> None:
-    from pipeline.steps.train import _input_fingerprint
+    from pipeline.steps.training import _input_fingerprint
 
     (tmp_path / "train").mkdir()
     prints = [

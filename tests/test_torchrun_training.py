@@ -314,7 +314,8 @@ import json, sys
 from pathlib import Path
 from kfp import dsl, local
 from kfp.dsl import Artifact, Dataset, Output
-from components.build import Images, build_components
+from pipeline.images import Images
+from pipeline.kfp.build import build_components
 
 ROOT = Path.cwd()
 
@@ -324,7 +325,7 @@ def stage_inputs(root: str, config: Output[Artifact], patches: Output[Dataset]) 
     import shutil
     from pathlib import Path
 
-    from components.runtime import write_config
+    from pipeline.kfp.components.runtime import write_config
     from pipeline.params import load_params
 
     write_config(config.path, load_params(Path(root) / "params2.yaml"), "k" * 16, {"source": "local"})

@@ -18,7 +18,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from pipeline.errors import EXIT_USER_ERROR, TrackingUnavailable
-from pipeline.tracking import PARENT_RUN_ENV, TAG_KEY, Tracking, configure, parent_run_id, stage_run
+from pipeline.registry.tracking import PARENT_RUN_ENV, TAG_KEY, Tracking, configure, parent_run_id, stage_run
 
 ROOT = Path(__file__).resolve().parents[1]
 UNREACHABLE = "http://127.0.0.1:9"
@@ -132,7 +132,7 @@ def test_sigterm_marks_the_run_killed_on_a_real_server(tmp_path: Path) -> None:
         """
         import sys, time
         from pathlib import Path
-        from pipeline.tracking import configure, stage_run
+        from pipeline.registry.tracking import configure, stage_run
         tracking = configure(Path(sys.argv[1]), "exp")
         with stage_run(tracking, "pretrain_psnr", {"a": 1}) as run:
             print(run.info.run_id, flush=True)

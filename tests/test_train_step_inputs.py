@@ -16,7 +16,7 @@ from esrgan.models import RRDBNet, save_generator
 from esrgan.owned_folders import NotOwnedError
 from pipeline.errors import StageInputError
 from pipeline.params import parse_params
-from pipeline.steps.train import _fresh_or_resumable, _input_fingerprint, check_training_inputs
+from pipeline.steps.training import _fresh_or_resumable, _input_fingerprint, check_training_inputs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -107,7 +107,7 @@ def test_an_init_generator_of_another_architecture_is_refused(tmp_path: Path) ->
 
 
 def test_a_refused_stage_keeps_the_previous_checkpoints(tmp_path: Path) -> None:
-    from pipeline.steps.train import pretrain_psnr_step
+    from pipeline.steps.pretrain_psnr import pretrain_psnr_step
 
     run = tmp_path / "run"
     _fresh_or_resumable(run, {"previous": "config"})

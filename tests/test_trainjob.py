@@ -1,4 +1,4 @@
-"""Multi-node manifests (pipeline/trainjob.py) against the published API models, and ``esrgan deploy
+"""Multi-node manifests (pipeline/kfp/trainjob.py) against the published API models, and ``esrgan deploy
 trainjob``. No cluster runs here: the schema checks use the Kubeflow Trainer SDK's models
 (``kubeflow-trainer-api``, generated from the TrainJob CRD's OpenAPI) and the Training Operator
 SDK's (``kubeflow-training``, PyTorchJob). A manifest that survives a round trip through them
@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from pipeline.trainjob import (
+from pipeline.kfp.trainjob import (
     SECRET_ENV,
     JobSpec,
     TrainJobError,
@@ -126,7 +126,7 @@ def test_credentials_come_from_the_kfp_secrets_never_literals(build: Any) -> Non
         if "valueFrom" in e
     }
     assert refs == set(SECRET_ENV)
-    from pipeline.kfp_dag import MLFLOW_SECRET, MLFLOW_SECRET_ENV, S3_SECRET, S3_SECRET_ENV, S3_SECRET_ENV_MLFLOW
+    from pipeline.kfp.dag import MLFLOW_SECRET, MLFLOW_SECRET_ENV, S3_SECRET, S3_SECRET_ENV, S3_SECRET_ENV_MLFLOW
 
     kfp = {(MLFLOW_SECRET, k, v) for k, v in MLFLOW_SECRET_ENV.items()}
     kfp |= {(S3_SECRET, k, v) for k, v in {**S3_SECRET_ENV}.items()} | {
@@ -204,8 +204,9 @@ def test_deploy_trainjob_refuses_a_batch_that_does_not_split() -> None:
 def test_a_kfp_task_with_nodes_runs_its_own_entry_point_on_the_volume(tmp_path: Path) -> None:
     """What a training task with runtime.nodes > 1 creates: its inputs copied onto the volume, and
     every pod running the ranks' entry point (esrgan kfp train-task) on them."""
+    from pipeline.kfp.train_task import TrainTask
+    from pipeline.kfp.trainjob import task_job
     from pipeline.params import parse_params
-    from pipeline.trainjob import task_job
 
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["runtime"].update(device="cuda", processes="auto", nodes=2)
@@ -215,13 +216,18 @@ def test_a_kfp_task_with_nodes_runs_its_own_entry_point_on_the_volume(tmp_path: 
     (task / "config").write_text("{}")
     (task / "psnr.pth").write_bytes(b"weights")
     run_dir = mount / "0123456789abcdef" / "finetune_gan"
-    doc, out = task_job(
+    here = TrainTask(
         "finetune_gan",
         task / "config",
         task / "patches",
         task / "psnr.pth",
         run_dir,
+        task / "model" / "generator.pth",
+        task / "metrics.json",
         {"kfp.run_id": "r1"},
+    )
+    doc, out = task_job(
+        here,
         parse_params(params),
         gpus=1,
         pvc="team-checkpoints",
@@ -247,5 +253,6 @@ def test_a_kfp_task_with_nodes_runs_its_own_entry_point_on_the_volume(tmp_path: 
     assert volume["volumes"][0]["persistentVolumeClaim"] == {"claimName": "team-checkpoints"}
     assert volume["containers"][0]["volumeMounts"][0]["mountPath"] == str(mount)
     with pytest.raises(TrainJobError, match="must lie on the volume"):
-        task_job("pretrain_psnr", task / "config", task / "patches", None, tmp_path / "elsewhere" / "k" / "s",
-                 {}, parse_params(params), 1, "c", mount=str(mount))  # fmt: skip
+        elsewhere = TrainTask("pretrain_psnr", task / "config", task / "patches", None,
+                              tmp_path / "elsewhere" / "k" / "s", task / "g.pth", task / "m.json")  # fmt: skip
+        task_job(elsewhere, parse_params(params), 1, "c", mount=str(mount))

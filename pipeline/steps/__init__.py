@@ -1,9 +1,9 @@
 """The pipeline steps: one function each, called by the ``esrgan stage`` CLI (DVC) and by the
 KFP components alike. Paths and validated parameters in; files and a metrics dict out.
 
-Each step runs inside an MLflow run opened by :mod:`pipeline.tracking` and logs into it with
+Each step runs inside an MLflow run opened by :mod:`pipeline.registry.tracking` and logs into it with
 ``mlflow`` directly. Steps are not the only MLflow users: the registry commands
-(:mod:`pipeline.champion`), model packaging (:mod:`pipeline.registry`, :mod:`pipeline.pyfunc_model`)
+(:mod:`pipeline.registry.aliases`), model packaging (:mod:`pipeline.registry.packaging`, :mod:`pipeline.registry.pyfunc_model`)
 and the CLI's ``models:/`` loading use it too.
 
 The names below load their module on first use: importing one step must not execute the others'
@@ -17,23 +17,25 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _HOME = {
-    "evaluate_bicubic_step": "pipeline.steps.evaluate",
+    "evaluate_bicubic_step": "pipeline.steps.evaluate_bicubic",
     "evaluate_step": "pipeline.steps.evaluate",
-    "extract_patches_step": "pipeline.steps.extract",
-    "finetune_gan_step": "pipeline.steps.train",
+    "extract_patches_step": "pipeline.steps.extract_patches",
+    "finetune_gan_step": "pipeline.steps.finetune_gan",
     "interpolate_step": "pipeline.steps.interpolate",
-    "pretrain_psnr_step": "pipeline.steps.train",
+    "pretrain_psnr_step": "pipeline.steps.pretrain_psnr",
     "register_step": "pipeline.steps.register",
     "resolve_init_step": "pipeline.steps.resolve_init",
 }
 
 if TYPE_CHECKING:
-    from pipeline.steps.evaluate import evaluate_bicubic_step, evaluate_step
-    from pipeline.steps.extract import extract_patches_step
+    from pipeline.steps.evaluate import evaluate_step
+    from pipeline.steps.evaluate_bicubic import evaluate_bicubic_step
+    from pipeline.steps.extract_patches import extract_patches_step
+    from pipeline.steps.finetune_gan import finetune_gan_step
     from pipeline.steps.interpolate import interpolate_step
+    from pipeline.steps.pretrain_psnr import pretrain_psnr_step
     from pipeline.steps.register import register_step
     from pipeline.steps.resolve_init import resolve_init_step
-    from pipeline.steps.train import finetune_gan_step, pretrain_psnr_step
 
 
 def __getattr__(name: str) -> Any:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline.params import PipelineParams, load_params
-from pipeline.tracking import Tracking, configure
+from pipeline.registry.tracking import Tracking, configure
 
 
 @dataclass(frozen=True)

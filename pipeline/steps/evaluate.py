@@ -1,7 +1,7 @@
 """Step 5: fidelity and perceptual metrics of one generator (one alpha) on the validation split.
 
 Under DVC the sweep's evaluations run one after another, so the bicubic baseline (the same for
-every alpha) is evaluated once by :func:`evaluate_bicubic_step` and reused. KFP evaluates the
+every alpha) is evaluated once by the ``evaluate_bicubic`` stage and reused. KFP evaluates the
 alphas in parallel pods, where a shared baseline would only serialise them: there each
 evaluation computes it itself. The reports are the same either way.
 """
@@ -15,34 +15,15 @@ from typing import Any
 
 import mlflow
 
-from esrgan.evaluation import METRICS, BaselineMismatch, evaluate_folder, write_report
+from esrgan.evaluation import BaselineMismatch, evaluate_folder, write_report
 from esrgan.fileio import write_json
 from esrgan.imageio import read_image
 from esrgan.models import load_generator
 from esrgan.visualize import comparison
 from pipeline.errors import StageInputError
-from pipeline.params import FIDELITY_METRICS
+from pipeline.registry.tracking import stage_run
 from pipeline.steps.context import StepContext
-from pipeline.tracking import stage_run
-
-
-def _metrics(ctx: StepContext) -> tuple[str, ...]:
-    params = ctx.params.evaluate
-    return tuple(m for m in (METRICS if params.perceptual else FIDELITY_METRICS) if m not in params.skip_metrics)
-
-
-def evaluate_bicubic_step(ctx: StepContext, val_dir: Path, report_file: Path) -> dict[str, Any]:
-    """Evaluate the bicubic baseline on the validation split, for :func:`evaluate_step` to reuse.
-
-    No MLflow run: every alpha's run logs these figures as ``bicubic_*`` beside its own.
-    """
-    params = ctx.params.evaluate
-    with tempfile.TemporaryDirectory() as tmp:
-        hr_dir = ctx.evaluation_images(val_dir, tmp)
-        report = evaluate_folder(None, hr_dir, scale=ctx.params.model.scale, tile=params.tile, metrics=_metrics(ctx))
-    report["hr_dir"], report["max_images"] = str(val_dir), params.max_images
-    write_report(report, report_file)
-    return report["model"]["mean"]
+from pipeline.steps.evaluate_bicubic import evaluated_metrics
 
 
 def _load_baseline(path: Path) -> dict[str, Any]:
@@ -66,7 +47,7 @@ def evaluate_step(
     Writes the full report (per image, conventions, reasons for null metrics) to
     ``report_file`` and the mean metrics of the model and of bicubic to ``metrics_file``
     (what ``dvc metrics show`` lists). ``baseline_file``: the report of
-    :func:`evaluate_bicubic_step` on the same split, reused instead of recomputing bicubic.
+    :func:`~pipeline.steps.evaluate_bicubic.evaluate_bicubic_step` on the same split, reused instead of recomputing bicubic.
     """
     params = ctx.params.evaluate
     scale = ctx.params.model.scale
@@ -86,7 +67,7 @@ def evaluate_step(
                     hr_dir,
                     scale=scale,
                     tile=params.tile,
-                    metrics=_metrics(ctx),
+                    metrics=evaluated_metrics(ctx),
                     model_name=f"alpha={alpha:g}",
                     baseline=baseline,
                 )

@@ -1,6 +1,6 @@
 """Step 6: compare every alpha, draw the perception-distortion plot, register the best one as the
 ``@challenger`` version and promote it to ``@champion`` only when it is at least as good as the
-current champion measured on the same images (see :mod:`pipeline.champion`)."""
+current champion measured on the same images (see :mod:`pipeline.registry.aliases`)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,9 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from esrgan.fileio import atomic_write, write_json
-from pipeline.champion import (
+from pipeline.errors import PipelineError
+from pipeline.params import METRIC_DIRECTION, SelectionParams
+from pipeline.registry.aliases import (
     CHALLENGER_ALIAS,
     HISTORY_TAG,
     Decision,
@@ -32,11 +34,9 @@ from pipeline.champion import (
     promote,
     usable_figures,
 )
-from pipeline.errors import PipelineError
-from pipeline.params import METRIC_DIRECTION, SelectionParams
-from pipeline.registry import ONNX_FILE, log_generator_model
+from pipeline.registry.packaging import ONNX_FILE, log_generator_model
+from pipeline.registry.tracking import finish_parent, parent_run_id, provenance_tags, stage_run
 from pipeline.steps.context import StepContext
-from pipeline.tracking import finish_parent, parent_run_id, provenance_tags, stage_run
 
 log = logging.getLogger(__name__)
 
@@ -175,7 +175,7 @@ def evaluation_key(ctx: StepContext, report: Mapping[str, Any] | None = None) ->
 def measure_champion(ctx: StepContext, model_uri: str, val_dir: Path, metrics: Sequence[str]) -> dict[str, float]:
     """Re-evaluate a registered generator on this run's validation images (as the evaluate step does)."""
     from esrgan.evaluation import evaluate_folder
-    from pipeline.registry import load_registered_generator
+    from pipeline.registry.packaging import load_registered_generator
 
     model = load_registered_generator(model_uri)
     with tempfile.TemporaryDirectory() as tmp:

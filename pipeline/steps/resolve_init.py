@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipeline.init_sources import STAGE_SOURCES, resolve_stage_init
+from pipeline.data.init_sources import STAGE_SOURCES, resolve_stage_init
 from pipeline.steps.context import StepContext
 
 

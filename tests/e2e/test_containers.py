@@ -157,10 +157,10 @@ def test_image_rejects_a_bad_checkpoint_with_one_line(images: BuiltImages, tmp_p
 def container_run(images: BuiltImages, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     from kfp import compiler, local
 
-    from components.build import Images
     from esrgan.data import build_sample_dataset
-    from pipeline.kfp_dag import build_pipeline
-    from pipeline.kfp_run import build_arguments, load_params_doc, print_restored
+    from pipeline.images import Images
+    from pipeline.kfp.dag import build_pipeline
+    from pipeline.kfp.run import build_arguments, load_params_doc, print_restored
 
     root = tmp_path_factory.mktemp("kfp-docker")
     params_file = root / "params.yaml"

@@ -86,7 +86,7 @@ def test_a_forced_rerun_with_equal_weights_invalidates_nothing_after_it(project:
     [
         ("esrgan/data/imresize.py", {"extract_patches", "pretrain_psnr", "evaluate@1.0", "register"}),
         ("esrgan/models/interpolation.py", {"interpolate@1.0"}),
-        ("pipeline/steps/train.py", {"pretrain_psnr", "finetune_gan"}),
+        ("pipeline/steps/training.py", {"pretrain_psnr", "finetune_gan"}),
         ("pipeline/steps/register.py", {"register"}),
     ],
 )

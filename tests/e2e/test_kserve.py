@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from esrgan.models import RRDBNet, save_generator
-from pipeline.champion import RegistryError
-from pipeline.kserve import parse_models_uri, to_s3
+from pipeline.registry.aliases import RegistryError
+from pipeline.registry.kserve import parse_models_uri, to_s3
 from tests.e2e.s3 import S3Server, weed_binary, weed_s3
 from tests.e2e.servers import mlflow_server
 
@@ -52,8 +52,8 @@ def registered(servers: tuple[S3Server, str], tmp_path_factory: pytest.TempPathF
     import mlflow
     from mlflow.tracking import MlflowClient
 
-    from pipeline.champion import promote
-    from pipeline.registry import log_generator_model
+    from pipeline.registry.aliases import promote
+    from pipeline.registry.packaging import log_generator_model
 
     _, url = servers
     mlflow.set_tracking_uri(url)
@@ -168,7 +168,7 @@ def test_manifest_points_at_the_champion_files_in_s3(
 
 
 def test_rollback_changes_the_manifest(registered: dict, deploy: Any) -> None:
-    from pipeline.champion import rollback
+    from pipeline.registry.aliases import rollback
 
     url, client = registered["url"], registered["client"]
     assert rollback(client, NAME) == ("2", "1")

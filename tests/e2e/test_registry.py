@@ -23,7 +23,7 @@ import yaml
 from PIL import Image
 
 from esrgan.models import RRDBNet, save_generator
-from pipeline.champion import HISTORY_TAG
+from pipeline.registry.aliases import HISTORY_TAG
 from pipeline.steps.context import StepContext
 from pipeline.steps.register import register_step
 from tests.e2e.project import run, tiny_params
@@ -317,7 +317,7 @@ def test_champion_with_an_unusable_figure_is_measured_again_not_beaten(
     It used to promote a worse challenger (deleted, ``nan``; then a JSON ValueError before
     ``registered.json``) or leave a version with no decision (``abc``, a traceback)."""
     from esrgan.evaluation import evaluate_folder
-    from pipeline.registry import load_registered_generator
+    from pipeline.registry.packaging import load_registered_generator
 
     c = client(env_uri)
     champion = aliases(env_uri)["champion"]

@@ -73,11 +73,11 @@ def put_tree(s3_env: S3Server, src: Path, bucket: str, prefix: str, transfer: An
     return s3_env.keys(bucket, f"{prefix}/")
 
 
-# ------------------------------------------------------------------------------ pipeline.storage
+# ------------------------------------------------------------------------------ pipeline.data.storage
 
 
 def test_storage_atomic_download_of_multipart_objects(s3_env: S3Server, tmp_path: Path) -> None:
-    from pipeline import storage
+    from pipeline.data import storage
 
     src = tmp_path / "src"
     (src / "train").mkdir(parents=True)
@@ -112,7 +112,7 @@ def test_storage_failed_download_keeps_local_folder(
     kind: str,
     wrong_secret: bool,
 ) -> None:
-    from pipeline import storage
+    from pipeline.data import storage
 
     src = tmp_path / "src"
     src.mkdir()
@@ -255,7 +255,7 @@ def log_run(generator: Path, experiment_id: str, model_name: str, tmp_path: Path
     """A run with a param, an artifact and a registered generator model; returns the run."""
     import mlflow
 
-    from pipeline.registry import log_generator_model
+    from pipeline.registry.packaging import log_generator_model
 
     (tmp_path / "notes.txt").write_text("artifact on S3")
     with mlflow.start_run(experiment_id=experiment_id) as run_:
@@ -272,7 +272,7 @@ def assert_loads_and_predicts(model_uri: str, generator: Path) -> None:
     import torch
 
     from esrgan.models import load_generator
-    from pipeline.registry import _input_example, load_registered_generator
+    from pipeline.registry.packaging import _input_example, load_registered_generator
 
     loaded, original = load_registered_generator(model_uri), load_generator(generator)
     for key, value in original.state_dict().items():
@@ -351,7 +351,7 @@ def test_mlflow_client_writes_directly_to_s3_and_the_registered_model_loads(
 
 
 def test_kfp_data_source_fetches_the_dataset_from_an_s3_prefix(s3_env: S3Server, tmp_path: Path) -> None:
-    from pipeline.data_source import DataSource, DataSourceError, fetch_dataset
+    from pipeline.data.sources import DataSource, DataSourceError, fetch_dataset
 
     src = tmp_path / "hr"
     for split, name in (("train", "a.png"), ("val", "b.png")):

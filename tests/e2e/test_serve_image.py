@@ -56,7 +56,7 @@ def model_dir(demo_training: DemoTraining, tmp_path_factory: pytest.TempPathFact
     """The demo GAN generator registered as ``esrgan-x4`` version 1 and downloaded like a storageUri."""
     import mlflow
 
-    from pipeline.registry import log_generator_model
+    from pipeline.registry.packaging import log_generator_model
 
     root = tmp_path_factory.mktemp("serve-registry")
     previous = mlflow.get_tracking_uri()
