@@ -2,7 +2,7 @@
 
 ``auto`` picks the fastest engine and precision installed here whose output stays within the
 fidelity bound of torch fp32 (>= 50 dB PSNR and at most 2 grey levels on the shipped sample
-photos; ``tests/test_engines_fidelity.py`` asserts it for every pair ``auto`` can pick on the
+photos; ``tests/esrgan/engines/test_fidelity.py`` asserts it for every pair ``auto`` can pick on the
 machine that runs the tests). How ``auto`` knows which is fastest: the order below, measured by
 ``bench/inference.py`` (BENCHMARKS.md), and the CPU's flags: bf16 only where it is native
 (AVX512_BF16 or AMX), where it is ~2x fp32; elsewhere fp32.

@@ -118,7 +118,7 @@ def test_manifest_points_at_the_champion_files_in_s3(
         "--canary",
         "10",
         "--runtime",
-        "mlserver",  # KServe's mlflow format; the default custom container: tests/test_kserve_runtime.py
+        "mlserver",  # KServe's mlflow format; the default custom container: tests/pipeline/registry/test_kserve.py
     )
     assert result.returncode == 0, result.stderr
     account, service = list(yaml.safe_load_all(result.stdout))

@@ -19,7 +19,7 @@ from esrgan.yaml_file import MAX_DEPTH, YamlFileError, parse_yaml
 from pipeline.errors import ParamsError
 from pipeline.params import load_params, parse_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 

@@ -1,4 +1,4 @@
-"""``_fresh_or_resumable`` empties a training run folder: the cases tests/test_train_step_inputs.py
+"""``_fresh_or_resumable`` empties a training run folder: the cases tests/pipeline/steps/test_training_inputs.py
 does not cover (corrupt markers, folders esrgan did not create, what is never deleted)."""
 
 from __future__ import annotations

@@ -67,7 +67,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RUN_ID")}
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     env.update(
         MLFLOW_TRACKING_URI=f"sqlite:///{root / 'mlflow.db'}",
         PYTHONPATH=os.pathsep.join(p for p in (repo, env.get("PYTHONPATH")) if p),

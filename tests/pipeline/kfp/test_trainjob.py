@@ -26,7 +26,7 @@ from pipeline.kfp.trainjob import (
     trainjob_manifest,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 SPEC = JobSpec(
     name="esrgan-pretrain-psnr-0123456789abcdef",
     image="ghcr.io/owner/esrgan-pipeline:0.1.0-cuda",

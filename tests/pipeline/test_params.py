@@ -11,7 +11,7 @@ import yaml
 
 from pipeline.params import ParamsError, load_params, parse_params
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_committed_profiles_validate() -> None:

@@ -25,7 +25,7 @@ from esrgan.training.sampler import EpochIndexed, InfiniteSampler
 from esrgan.training.updates import discriminator_step, generator_step
 from tests._training_helpers import tiny_config
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 #: The two profiles; each is one file, read here for its training sections only.
 PROFILES = [ROOT / "params.yaml", ROOT / "configs" / "params.paper.yaml"]
 

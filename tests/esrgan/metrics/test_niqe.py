@@ -25,7 +25,7 @@ from scipy.ndimage import gaussian_filter
 from esrgan.metrics import niqe, rgb_to_y
 from esrgan.metrics.niqe import niqe_gray, pristine_params
 
-RESOURCES = Path(__file__).resolve().parents[1] / "esrgan" / "metrics" / "resources"
+RESOURCES = Path(__file__).resolve().parents[3] / "esrgan" / "metrics" / "resources"
 
 
 def _rgb(name: str) -> np.ndarray:

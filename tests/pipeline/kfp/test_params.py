@@ -17,7 +17,7 @@ from pipeline.kfp.run import build_arguments, compiled_defaults
 from pipeline.params import ParamsError
 from tests.e2e.project import tiny_params
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 
 
 def split(doc: dict[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from pipeline.errors import EXIT_USER_ERROR, TrackingUnavailable
 from pipeline.registry.tracking import PARENT_RUN_ENV, TAG_KEY, Tracking, configure, parent_run_id, stage_run
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 UNREACHABLE = "http://127.0.0.1:9"
 
 

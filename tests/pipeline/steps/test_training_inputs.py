@@ -18,7 +18,7 @@ from pipeline.errors import StageInputError
 from pipeline.params import parse_params
 from pipeline.steps.training import _fresh_or_resumable, _input_fingerprint, check_training_inputs
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def ctx(**model: int) -> SimpleNamespace:

@@ -12,7 +12,7 @@ import yaml
 from pipeline.images import DEFAULT_REPOSITORY, Images, project_version
 from pipeline.kfp.dag import MLFLOW_SECRET, MLFLOW_SECRET_ENV, S3_SECRET, S3_SECRET_ENV, compile_pipeline
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 STEPS = ("resolve-params", "extract-patches", "pretrain-psnr", "finetune-gan", "interpolate", "evaluate", "register")
 TRAINING = ("pretrain-psnr", "finetune-gan")
 

@@ -19,7 +19,7 @@ from pipeline.kfp.params import params_with_knobs
 from pipeline.params import METRIC_DIRECTION, ParamsError, PipelineParams, parse_params
 from pipeline.steps.register import select_alpha
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def base() -> dict[str, Any]:

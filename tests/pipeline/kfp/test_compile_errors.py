@@ -27,7 +27,7 @@ from pipeline.cli import main
 from pipeline.images import DEFAULT_REPOSITORY, REPOSITORY_RE, TAG_RE, image_problems
 from tests.loopback import serving
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[3]
 PACKAGE = REPO / "pipeline.yaml"
 
 

@@ -151,7 +151,7 @@ def test_sigterm_writes_a_checkpoint_and_exits_cleanly(data: dict[str, Path], tm
     script = _PREEMPT_SCRIPT.format(
         tests=str(Path(__file__).parent), hr=str(data["hr"]), lr=str(data["lr"]), out=str(out)
     )
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])}
     proc = subprocess.Popen(
         [sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
     )

@@ -27,7 +27,7 @@ from pipeline.params import parse_params
 from tests.loopback import serving
 
 warnings.filterwarnings("ignore", message=".*num_grow.*")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 DEMO = yaml.safe_load((ROOT / "params.yaml").read_text())
 
 

@@ -23,7 +23,7 @@ from esrgan.inference import upscale, upscale_tensor
 from esrgan.models import RRDBNet
 from esrgan.models.rrdbnet import RESIDUAL_SCALE
 
-BENCH = Path(__file__).resolve().parents[1] / "bench"
+BENCH = Path(__file__).resolve().parents[2] / "bench"
 sys.path.insert(0, str(BENCH))
 
 import inference as bench_inference  # noqa: E402

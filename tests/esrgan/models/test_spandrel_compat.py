@@ -20,7 +20,7 @@ from esrgan.models.checkpoints import GROWTH_KEY, GROWTH_METADATA, read_state_fi
 
 spandrel = pytest.importorskip("spandrel")
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 #: spandrel's output may differ from ours by the order of floating-point sums (padded convs sum
 #: more, all-zero, terms), never by more than this.
 TOLERANCE = 1e-5

@@ -14,7 +14,7 @@ from pipeline.kfp.run import build_arguments
 from pipeline.params import parse_params
 from pipeline.torchrun import lost_peer, resolve_processes, stage_processes
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def doc(**runtime: object) -> dict:

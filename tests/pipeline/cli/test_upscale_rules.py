@@ -215,7 +215,7 @@ def test_code_executing_pickle_is_refused_by_name(tmp_path, capsys, layout) -> N
 
 
 def test_a_decompression_bomb_input_is_one_line_and_the_rest_is_written(model_file, tmp_path, capsys) -> None:
-    from tests.test_serving_limits import header_only_png
+    from tests.pipeline.registry.test_pyfunc_model_limits import header_only_png
 
     bomb = tmp_path / "in" / "bomb.png"
     bomb.parent.mkdir()
