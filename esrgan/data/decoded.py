@@ -26,6 +26,7 @@ per item as before: the pixels, and so every batch, are the same either way.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -44,6 +45,8 @@ log = logging.getLogger(__name__)
 CACHE_ENV = "ESRGAN_DECODED_CACHE"
 FORMAT_VERSION = 1
 INDEX_FILE = "index.json"
+#: Everything a cache folder holds; a leftover with other files is not replaced.
+CACHE_FILES = frozenset({INDEX_FILE, "hr.u8", "lr.u8"})
 #: Room a build leaves free on the cache's disk: this much, and at least FREE_FRACTION of the disk.
 FREE_MARGIN_BYTES = 1 << 30
 FREE_FRACTION = 0.1
@@ -228,6 +231,11 @@ def _write(
         index = {"version": FORMAT_VERSION, "fingerprint": key, "source": source, "hr": hr_shapes, "lr": lr_shapes}
         (staging / INDEX_FILE).write_text(json.dumps(index), encoding="utf-8")
         if folder.exists():  # an incomplete or mismatched leftover under the final name
+            strangers = sorted(p.name for p in folder.iterdir() if p.name not in CACHE_FILES)
+            if strangers:  # never ours (or not only ours): leave it, decode per item instead
+                raise OSError(
+                    errno.EEXIST, f"{folder} holds files the cache did not write ({strangers[0]}); left as is"
+                )
             shutil.rmtree(folder)
         staging.rename(folder)
     finally:

@@ -101,6 +101,27 @@ def test_a_changed_folder_gets_a_new_cache_and_the_old_one_goes(pairs: Path, tmp
     assert int(ds[0]["hr"].abs().sum()) == 0
 
 
+def test_a_leftover_is_replaced_only_when_it_holds_nothing_but_cache_files(
+    pairs: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "cache"
+    reference = _items(PairedImageDataset(pairs, disk_cache=None))
+    PairedImageDataset(pairs, cache_bytes=0, disk_cache=root)
+    (folder,) = _caches(root)
+    (folder / "hr.u8").write_bytes(b"torn")  # an interrupted copy: ours, replaced
+    assert _equal(_items(PairedImageDataset(pairs, cache_bytes=0, disk_cache=root)), reference)
+    assert (folder / "hr.u8").stat().st_size > 4
+    for name in (INDEX_FILE, "hr.u8", "lr.u8"):
+        (folder / name).unlink()
+    (folder / "notes.txt").write_text("someone's")  # a folder of that name that is not ours: kept
+    with caplog.at_level(logging.WARNING):
+        ds = PairedImageDataset(pairs, cache_bytes=0, disk_cache=root)
+    assert (folder / "notes.txt").read_text() == "someone's" and not (folder / INDEX_FILE).exists()
+    assert "notes.txt" in caplog.text and "left as is" in caplog.text
+    assert _equal(_items(ds), reference)  # decoded per item instead
+    assert not list(root.glob(".*building*"))
+
+
 def test_no_room_or_no_permission_falls_back_to_decoding_per_item(
     pairs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
