@@ -4,12 +4,13 @@ import (or a new module) that ``dvc.yaml`` does not cover fails this test, not a
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+
+from tests.import_graph import imported_modules
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT_PACKAGES = ("esrgan", "pipeline")
@@ -48,33 +49,6 @@ def _module_file(name: str) -> Path | None:
     return None
 
 
-def _imports(path: Path, module: str) -> set[str]:
-    """Every module named by an import anywhere in the file (functions included, TYPE_CHECKING not)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only = {
-        id(n)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for stmt in node.body
-        for n in ast.walk(stmt)
-    }
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
-        if isinstance(node, ast.Import):
-            found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # `from pkg import submodule`
-    return found
-
-
 def code_closure(root_module: str) -> set[str]:
     """Project files (repo-relative) executed by importing ``root_module``: Python runs each parent
     package's ``__init__`` and every import it reaches, including imports inside functions."""
@@ -89,7 +63,7 @@ def code_closure(root_module: str) -> set[str]:
             path = _module_file(name)
             if path is not None and name not in seen:
                 seen[name] = path
-                todo.extend(_imports(path, name))
+                todo.extend(imported_modules(path, name))
     return {str(p.relative_to(REPO)) for p in seen.values()}
 
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.import_graph import imported_modules
+
 REPO = Path(__file__).resolve().parents[1]
 CORE = REPO / "esrgan"
 FORBIDDEN = ("mlflow", "dvc", "kfp", "boto3", "botocore", "pipeline", "components")
@@ -56,29 +58,9 @@ TOOL_FOLDERS = ("pipeline.cli", "pipeline.kfp", "pipeline.registry", "pipeline.d
 
 
 def _runtime_imports(path: Path, module: str, known: set[str]) -> set[str]:
-    """Project modules ``path`` imports when it runs (functions included; ``TYPE_CHECKING`` blocks and
-    a package's own ``from package import submodule`` of its children excluded)."""
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    typing_only = {
-        id(n)
-        for node in ast.walk(tree)
-        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
-        for stmt in node.body
-        for n in ast.walk(stmt)
-    }
-    found: set[str] = set()
-    for node in ast.walk(tree):
-        if id(node) in typing_only:
-            continue
-        if isinstance(node, ast.Import):
-            names = [a.name for a in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            subs = [f"{node.module}.{a.name}" for a in node.names]
-            names = [s for s in subs if s in known] or [node.module]
-        else:
-            continue
-        found.update(n for n in names if n in known and n != module and not module.startswith(n + "."))
-    return found
+    """Project modules ``path`` imports when it runs, less its own parent packages (a package's
+    ``__init__`` importing its children is not a cycle)."""
+    return {n for n in imported_modules(path, module) if n in known and n != module and not module.startswith(n + ".")}
 
 
 def _pipeline_graph() -> dict[str, set[str]]:
