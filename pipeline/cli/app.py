@@ -65,7 +65,7 @@ def _error_lines(exc: BaseException) -> list[str]:
     return lines if isinstance(exc, (PipelineError, ConfigError)) else lines[:1]
 
 
-COMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+COMMANDS: list[Callable[[argparse._SubParsersAction[argparse.ArgumentParser]], None]] = [
     upscale.add_parser,
     data.add_parser,
     evaluate.add_parser,

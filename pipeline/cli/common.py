@@ -54,7 +54,7 @@ def registry_call(fn: Callable[[], int]) -> int:
         raise
     except RegistryError as exc:
         raise UserError(str(exc)) from None
-    except MlflowException as exc:  # a call outside champion.registry_errors (an HTTP 401, a 500...)
+    except MlflowException as exc:  # a call outside aliases.registry_errors (an HTTP 401, a 500...)
         first = ((exc.message or str(exc)).strip().splitlines() or [type(exc).__name__])[0]
         raise UserError(f"MLflow tracking server: {first[:300]}") from None
     except OSError as exc:  # connection refused, DNS: requests' errors are OSErrors

@@ -8,7 +8,7 @@ import sys
 from pipeline.cli.common import UserError, registry_call, tracking_uri
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("deploy", help="print deployment manifests for a registered version")
     dsub = p.add_subparsers(dest="deploy_command", required=True, metavar="TARGET")
     k = dsub.add_parser("kserve", help="a KServe InferenceService for kubectl apply -f -")

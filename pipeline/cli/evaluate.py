@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline.cli.common import print_json
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("evaluate", help="PSNR/SSIM-Y, NIQE, LPIPS of a generator and bicubic on HR images")
     p.add_argument("--model", "-m", help="generator file; omit for the bicubic baseline alone")
     p.add_argument("--data", type=Path, required=True, help="folder of HR images (Set5/Set14/BSD100 style)")

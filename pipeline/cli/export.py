@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline.cli.common import UserError, print_json, tracking_uri
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("export", help="export a generator to another format")
     esub = p.add_subparsers(dest="export_command", required=True, metavar="FORMAT")
     o = esub.add_parser("onnx", help="ONNX with dynamic height and width (input 'lr' in [0,1], output 'sr')")

@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline.cli.common import UserError, print_json
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("interpolate", help="network interpolation between the PSNR and GAN generators")
     p.add_argument("--psnr", type=Path, required=True)
     p.add_argument("--gan", type=Path, required=True)

@@ -73,7 +73,7 @@ def _train_task(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_kfp_parsers(sub: argparse._SubParsersAction) -> None:
+def add_kfp_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``esrgan kfp <command>`` sub-commands."""
     p = sub.add_parser("kfp", help="Kubeflow Pipelines: compile pipeline.yaml, run it locally, submit it")
     ksub = p.add_subparsers(dest="kfp_command", required=True, metavar="ACTION")

@@ -8,7 +8,7 @@ from pathlib import Path
 from pipeline.cli.common import UserError, print_json
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("train", help="train one stage of a profile (params.yaml, configs/params.paper.yaml)")
     p.add_argument("stage", choices=["psnr", "gan"])
     p.add_argument(

@@ -24,7 +24,6 @@ import string
 import sys
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from tqdm import tqdm
@@ -304,7 +303,7 @@ def load_runner(model_ref: str, engine: str = "auto", precision: str = "auto", d
     return _engine_for(_model_source(model_ref, device), engine, precision)
 
 
-def _model_source(model_ref: str, device: str) -> Any:
+def _model_source(model_ref: str, device: str) -> Path | RRDBNet:
     """What engines are built from: the ``.onnx`` path as it is, else the loaded torch generator."""
     if model_ref.lower().endswith(".onnx") and not model_ref.startswith(("models:/", "runs:/")):
         if device not in ("auto", "cpu"):
@@ -313,7 +312,7 @@ def _model_source(model_ref: str, device: str) -> Any:
     return load_model_for_inference(model_ref, device)
 
 
-def _engine_for(source: Any, engine: str, precision: str) -> Engine:
+def _engine_for(source: Path | RRDBNet, engine: str, precision: str) -> Engine:
     try:
         return load_engine(source, engine, precision)
     except EngineUnavailable as exc:
@@ -396,7 +395,7 @@ def upscale_files(
             print(f"esrgan: error: {_show(f'{path}: {exc}')}", file=sys.stderr)
             failed += 1
         except (ImageReadError, FloatingPointError, ValueError) as exc:
-            print(f"esrgan: error: {_show(exc if str(path) in str(exc) else f'{path}: {exc}')}", file=sys.stderr)
+            print(f"esrgan: error: {_show(str(exc) if str(path) in str(exc) else f'{path}: {exc}')}", file=sys.stderr)
             failed += 1
         except (MemoryError, RuntimeError) as exc:
             if not isinstance(exc, MemoryError) and "alloc" not in str(exc) and "out of memory" not in str(exc):
@@ -413,7 +412,7 @@ def upscale_files(
 # --- the command line ----------------------------------------------------------------------------
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("upscale", help="upscale image files and folders with a generator")
     p.add_argument("inputs", nargs="+", type=Path, help="image files or folders of images")
     p.add_argument(
