@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pipeline.cli.common import print_json
 from pipeline.errors import ParamsError
@@ -38,7 +38,7 @@ def _untracked_ctx(params_file: Path) -> StepContext:
     from pipeline.params import load_params
     from pipeline.steps.context import StepContext
 
-    return StepContext(root=Path.cwd().resolve(), params=load_params(params_file), tracking=None)  # type: ignore[arg-type]
+    return StepContext.untracked(Path.cwd(), load_params(params_file))
 
 
 def _claim_output_folder(path: Path) -> None:
@@ -77,7 +77,7 @@ def _ranks(args: argparse.Namespace) -> int | None:
     return launch(["pipeline.cli", *args.argv], count, f"stage {args.stage}") if count > 1 else None
 
 
-def _print_rank0(data: dict) -> int:
+def _print_rank0(data: dict[str, Any]) -> int:
     return print_json(data) if _rank() == 0 else 0
 
 
@@ -153,7 +153,7 @@ def _paths(parser: argparse.ArgumentParser, *options: str) -> argparse.ArgumentP
     return parser
 
 
-def add_stage_parsers(sub: argparse._SubParsersAction) -> None:
+def add_stage_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``esrgan stage <name>`` sub-commands."""
     p = sub.add_parser("stage", help="run one pipeline stage (what dvc.yaml calls)")
     p.add_argument("--params", type=Path, default=Path("params.yaml"))

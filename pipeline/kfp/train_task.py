@@ -58,7 +58,7 @@ class TrainTask:
             ctx, _ = open_step(self.config_path, self.tags)
         else:  # no MLflow: only rank 0 tracks (and N ranks creating one SQLite store at once would race)
             params = parse_params(read_config(self.config_path)["params"], "config artifact")
-            ctx = StepContext(root=Path.cwd().resolve(), params=params, tracking=None)  # type: ignore[arg-type]
+            ctx = StepContext.untracked(Path.cwd(), params)
         if self.stage == "pretrain_psnr":
             return pretrain_psnr_step(ctx, self.patches, self.run_dir, self.model_out, self.metrics_file)
         if self.init is None:

@@ -15,7 +15,16 @@ class StepContext:
 
     root: Path
     params: PipelineParams
-    tracking: Tracking
+    #: None for a training rank other than 0: only rank 0 tracks (N ranks creating one SQLite store
+    #: at once would race). :attr:`tracking` is what the steps use.
+    tracker: Tracking | None
+
+    @property
+    def tracking(self) -> Tracking:
+        """Where this step's MLflow runs go; an error in a context that does not track."""
+        if self.tracker is None:
+            raise RuntimeError("this step context does not track MLflow runs (a training rank other than 0)")
+        return self.tracker
 
     @classmethod
     def load(cls, root: str | Path = ".", params_file: str | Path = "params.yaml") -> StepContext:
@@ -23,7 +32,7 @@ class StepContext:
         root = Path(root).resolve()
         path = root / params_file
         params = load_params(path)
-        return cls(root=root, params=params, tracking=configure(root, params.tracking.experiment, path))
+        return cls(root=root, params=params, tracker=configure(root, params.tracking.experiment, path))
 
     def evaluation_images(self, val_dir: Path, tmp: str | Path) -> Path:
         """``val_dir``, or (``evaluate.max_images`` set) a folder in ``tmp`` of links to its first
@@ -39,4 +48,9 @@ class StepContext:
     def from_params(cls, root: str | Path, params: PipelineParams) -> StepContext:
         """For callers that already hold parameters (KFP components)."""
         root = Path(root).resolve()
-        return cls(root=root, params=params, tracking=configure(root, params.tracking.experiment))
+        return cls(root=root, params=params, tracker=configure(root, params.tracking.experiment))
+
+    @classmethod
+    def untracked(cls, root: str | Path, params: PipelineParams) -> StepContext:
+        """The parameters without MLflow: a training rank other than 0."""
+        return cls(root=Path(root).resolve(), params=params, tracker=None)
