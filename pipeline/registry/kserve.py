@@ -25,10 +25,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from pipeline.registry.aliases import RegistryError, registry_errors
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 ANNOTATION_PREFIX = "esrgan.mlflow.org"
 #: ``--runtime`` choices (module docstring).
@@ -108,15 +111,15 @@ def to_s3(location: str, artifacts_destination: str | None) -> str:
     raise RegistryError(f"{location}: the version's files are not in S3, so KServe cannot download them")
 
 
-def resolve(mlflow_client: Any, model_uri: str, artifacts_destination: str | None = None) -> ResolvedVersion:
+def resolve(mlflow_client: MlflowClient, model_uri: str, artifacts_destination: str | None = None) -> ResolvedVersion:
     """Resolve a ``models:/`` URI to its version and that version's S3 artifact location."""
     name, version, alias = parse_models_uri(model_uri)
     with registry_errors(name):
-        mv = (
-            mlflow_client.get_model_version_by_alias(name, alias)
-            if alias
-            else mlflow_client.get_model_version(name, version)
-        )
+        if alias is not None:
+            mv = mlflow_client.get_model_version_by_alias(name, alias)
+        else:
+            assert version is not None  # parse_models_uri gives one of the two
+            mv = mlflow_client.get_model_version(name, version)
         location = mlflow_client.get_model_version_download_uri(name, str(mv.version))
     return ResolvedVersion(
         name, str(mv.version), model_uri, to_s3(location, artifacts_destination), list(mv.aliases or [])

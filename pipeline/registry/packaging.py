@@ -8,12 +8,17 @@ import io
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from PIL import Image
 
 from esrgan.models import RRDBNet, load_generator, save_generator
+
+if TYPE_CHECKING:  # for annotations only: the functions import MLflow and pandas when called
+    import pandas as pd
+    from mlflow.models import ModelSignature
+    from mlflow.models.model import ModelInfo
 
 PYFUNC_CODE = Path(__file__).with_name("pyfunc_model.py")
 ESRGAN_PACKAGE = Path(__file__).resolve().parents[2] / "esrgan"
@@ -21,7 +26,7 @@ ESRGAN_PACKAGE = Path(__file__).resolve().parents[2] / "esrgan"
 ONNX_FILE = "model.onnx"
 
 
-def _signature() -> Any:
+def _signature() -> ModelSignature:
     from mlflow.models import ModelSignature
     from mlflow.types import ColSpec, Schema
 
@@ -31,13 +36,15 @@ def _signature() -> Any:
     )
 
 
-def _input_example() -> Any:
+def _input_example() -> pd.DataFrame:
     import pandas as pd
 
     buf = io.BytesIO()
     gradient = np.linspace(0, 255, 8 * 8 * 3).reshape(8, 8, 3).astype(np.uint8)
     Image.fromarray(gradient).save(buf, format="PNG")
-    return pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
+    # Annotated: pandas-stubs types the constructor for Python >= 3.11 only (mypy checks 3.10).
+    example: pd.DataFrame = pd.DataFrame({"image": [base64.b64encode(buf.getvalue()).decode("ascii")]})
+    return example
 
 
 def _pip_requirements() -> list[str]:
@@ -58,7 +65,7 @@ def log_generator_model(
     max_input_pixels: int | None = None,
     tile: int | None = None,
     onnx: bool = True,
-) -> Any:
+) -> ModelInfo:
     """Log a generator file as an MLflow pyfunc model in the active run (and optionally register it).
 
     The generator is re-saved as safetensors inside the model, so what is served and what
@@ -86,7 +93,7 @@ def log_generator_model(
             from esrgan.export import export_onnx
 
             artifacts["onnx"] = str(export_onnx(model, Path(tmp) / ONNX_FILE))
-        return mlflow.pyfunc.log_model(
+        info: ModelInfo = mlflow.pyfunc.log_model(  # MLflow leaves log_model unannotated
             name=name,
             python_model=str(PYFUNC_CODE),
             artifacts=artifacts,
@@ -101,6 +108,7 @@ def log_generator_model(
             pip_requirements=_pip_requirements(),
             registered_model_name=registered_model_name,
         )
+        return info
 
 
 def load_registered_generator(model_uri: str) -> RRDBNet:

@@ -47,15 +47,19 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+from mlflow.pyfunc.model import PythonModel, PythonModelContext  # mlflow.pyfunc.X is a lazy module: Any to mypy
 from PIL import Image, UnidentifiedImageError
+
+if TYPE_CHECKING:
+    from esrgan.inference import Precision  # imported by name only: it imports torch
 
 #: Default largest input accepted by the server (1 megapixel in, 16 out at x4).
 DEFAULT_MAX_INPUT_PIXELS = 1_000_000
@@ -74,7 +78,7 @@ log = logging.getLogger(__name__)
 Upscale = Callable[[np.ndarray, int], np.ndarray]
 
 
-def clip(text: Any, limit: int = MAX_QUOTE) -> str:
+def clip(text: object, limit: int = MAX_QUOTE) -> str:
     """``str(text)`` cut to ``limit`` characters, with the number left out."""
     text = str(text)
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
@@ -90,7 +94,7 @@ class BadRequest(MlflowException):
 
     _PREFIX_END = "\nError: "
 
-    @property  # type: ignore[override]
+    @property
     def message(self) -> str:
         return self._reason
 
@@ -155,7 +159,7 @@ def _bad_request(message: str) -> BadRequest:
     return BadRequest(message, error_code=INVALID_PARAMETER_VALUE)
 
 
-def _raw_bytes(b64: Any, row: int) -> bytes:
+def _raw_bytes(b64: object, row: int) -> bytes:
     if not isinstance(b64, str) or not b64:
         raise _bad_request(f"row {row}: 'image' must be a non-empty base64 string")
     try:
@@ -171,6 +175,7 @@ def image_size(raw: bytes, row: int, max_pixels: int) -> tuple[int, int]:
             width, height = img.size
     except Image.DecompressionBombError:
         # Pillow's own limit, far above ours: the header claims a gigantic image.
+        assert Image.MAX_IMAGE_PIXELS is not None  # Pillow raises this only while its limit is set
         raise _bad_request(
             f"row {row}: 'image' declares over {2 * Image.MAX_IMAGE_PIXELS} pixels (a decompression bomb), "
             f"the server limit is {max_pixels}"
@@ -182,7 +187,7 @@ def image_size(raw: bytes, row: int, max_pixels: int) -> tuple[int, int]:
     return width, height
 
 
-def decode_image(b64: Any, row: int, max_pixels: int) -> np.ndarray:
+def decode_image(b64: object, row: int, max_pixels: int) -> np.ndarray:
     """Decode one base64 image, checking its size from the header before decoding pixels."""
     raw = _raw_bytes(b64, row)
     image_size(raw, row, max_pixels)
@@ -202,7 +207,7 @@ def decode_image(b64: Any, row: int, max_pixels: int) -> np.ndarray:
         raise _bad_request(f"row {row}: 'image' is not a readable image") from None
 
 
-def check_request(images: list[Any], max_pixels: int, max_request_pixels: int) -> None:
+def check_request(images: Sequence[object], max_pixels: int, max_request_pixels: int) -> None:
     """Refuse a request from its headers alone: every row's size, then the request's total."""
     total = 0
     for row, b64 in enumerate(images):
@@ -222,12 +227,16 @@ def encode_png(image: np.ndarray) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
+#: The precisions ``esrgan.inference.upscale`` runs, by name.
+_TORCH_PRECISIONS: dict[str, Precision] = {"fp32": "fp32", "bf16": "bf16", "fp16": "fp16"}
+
+
 class ModelLoadError(RuntimeError):
     """The served model cannot be loaded here (no engine for it); the message is one sentence."""
 
 
 def torch_upscaler(generator_file: str, precision: str = "fp32") -> Upscale:
-    """PyTorch on the generator file: today's server (``precision`` ``auto`` means fp32 here, as before)."""
+    """PyTorch on the generator file (``precision`` ``auto`` means fp32 here)."""
     try:
         from esrgan.inference import upscale
         from esrgan.models import load_generator
@@ -236,8 +245,8 @@ def torch_upscaler(generator_file: str, precision: str = "fp32") -> Upscale:
             f"no ONNX engine (openvino, onnxruntime) and no torch here ({exc}): install one of them"
         ) from None
     generator = load_generator(generator_file)
-    chosen: Any = "fp32" if precision == "auto" else precision
-    if chosen not in ("fp32", "bf16", "fp16"):
+    chosen = _TORCH_PRECISIONS.get("fp32" if precision == "auto" else precision)
+    if chosen is None:
         raise ModelLoadError(f"precision {precision!r}: expected auto, fp32, bf16 or fp16")
 
     def run(image: np.ndarray, tile: int) -> np.ndarray:
@@ -293,10 +302,10 @@ def load_upscaler(artifacts: dict[str, str], engine: str = "auto", precision: st
     return torch_upscaler(artifacts["generator"], chosen), f"torch {chosen}"
 
 
-class ESRGANUpscaler(mlflow.pyfunc.PythonModel):
+class ESRGANUpscaler(PythonModel):
     """Upscales each row's ``image`` (base64) with the packaged model, through the fastest engine."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         config = context.model_config or {}
         engine = os.environ.get("ESRGAN_ENGINE") or config.get("engine", "auto")
         precision = os.environ.get("ESRGAN_PRECISION") or config.get("precision", "auto")
@@ -309,7 +318,7 @@ class ESRGANUpscaler(mlflow.pyfunc.PythonModel):
         self.tile = int(config.get("tile", DEFAULT_TILE))
 
     def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
         if "image" not in model_input.columns:
             raise _bad_request(f"expected a column 'image', got {clip(list(model_input.columns))}")
@@ -320,7 +329,9 @@ class ESRGANUpscaler(mlflow.pyfunc.PythonModel):
             image = decode_image(b64, i, self.max_pixels)
             out = self.upscale(image, self.tile)
             rows.append({"image": encode_png(out), "width": int(out.shape[1]), "height": int(out.shape[0])})
-        return pd.DataFrame(rows, columns=["image", "width", "height"])
+        # Annotated: pandas-stubs types the constructor for Python >= 3.11 only (mypy checks 3.10).
+        answer: pd.DataFrame = pd.DataFrame(rows, columns=["image", "width", "height"])
+        return answer
 
 
 guard_scoring_server()

@@ -36,7 +36,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.entities import RunStatus
@@ -44,6 +44,9 @@ from mlflow.tracking import MlflowClient
 
 from esrgan.training.callbacks import Callbacks
 from pipeline.errors import TrackingUnavailable, redact
+
+if TYPE_CHECKING:
+    from mlflow.utils.rest_utils import MlflowHostCreds
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +133,7 @@ def check_reachable(uri: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
     base, url_creds = _split_credentials(uri)
     base = base.split("?", 1)[0].split("#", 1)[0].rstrip("/")
     shown = redact(uri)
-    creds = get_default_host_creds(base)
+    creds: MlflowHostCreds = get_default_host_creds(base)  # unannotated in MLflow
     headers: dict[str, str] = {}
     auth: tuple[str, str] | None = None
     if creds.username and creds.password:
