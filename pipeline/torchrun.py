@@ -21,9 +21,12 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pipeline.errors import ParamsError
+
+if TYPE_CHECKING:
+    from pipeline.params import PipelineParams
 
 #: A rank whose peer died or hung exits with this status, silently: the launcher reports the cause.
 EXIT_LOST_PEER = 75
@@ -62,8 +65,8 @@ def resolve_processes(setting: int | str, device: str, gpus: int | None = None) 
     return count
 
 
-def stage_processes(params: Any) -> int:
-    """Ranks for a training stage of ``params`` (:class:`pipeline.params.PipelineParams`) on this machine.
+def stage_processes(params: PipelineParams) -> int:
+    """Ranks for a training stage of ``params`` on this machine.
 
     Raises:
         ParamsError: more processes than GPUs, or a global batch that does not split evenly.

@@ -15,16 +15,25 @@ from __future__ import annotations
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from esrgan.data.layout import TRAIN_DIR, VAL_DIR
 from pipeline.errors import PipelineError
 
 Kind = Literal["dvc", "s3", "local"]
+KINDS: tuple[Kind, ...] = get_args(Kind)
 
 
 class DataSourceError(PipelineError, ValueError):
     """The source is misconfigured or does not hold a ``train``/``val`` dataset."""
+
+
+def source_kind(text: str) -> Kind:
+    """``text`` (a pipeline parameter) as a :data:`Kind`, or :class:`DataSourceError`."""
+    for kind in KINDS:
+        if text == kind:
+            return kind
+    raise DataSourceError(f"data source kind {text!r}: expected dvc, s3 or local")
 
 
 @dataclass(frozen=True)

@@ -27,12 +27,14 @@ from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-log = logging.getLogger(__name__)
+if TYPE_CHECKING:  # stubs only (the test extra): botocore generates the client class at run time
+    from boto3.s3.transfer import TransferConfig
+    from mypy_boto3_s3 import S3Client
 
-S3Client = Any  # botocore generates the client class at runtime; no stubs in the dependencies
+log = logging.getLogger(__name__)
 
 ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "MLFLOW_S3_ENDPOINT_URL")
 SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
@@ -72,7 +74,7 @@ def _without_userinfo(url: str) -> str:
     return _USERINFO.sub(r"\1", url)
 
 
-def parse_s3_uri(uri: str) -> S3Uri:
+def parse_s3_uri(uri: object) -> S3Uri:
     """Parse and validate ``s3://bucket[/key]``; raise ``ValueError`` saying what is wrong."""
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise ValueError(f"not an S3 URI (expected s3://bucket/key): {_without_userinfo(str(uri))!r}")
@@ -130,7 +132,7 @@ def client(endpoint: str | None = None, max_attempts: int = MAX_ATTEMPTS, connec
     return boto3.session.Session().client("s3", endpoint_url=endpoint, config=config)
 
 
-def transfer_config(threshold_mib: int = 64, chunk_mib: int = 16, concurrency: int = 4) -> Any:
+def transfer_config(threshold_mib: int = 64, chunk_mib: int = 16, concurrency: int = 4) -> TransferConfig:
     """Multipart transfers above ``threshold_mib`` in ``chunk_mib`` parts (S3's minimum is 5 MiB)."""
     from boto3.s3.transfer import TransferConfig
 
@@ -268,7 +270,12 @@ def _relative(key: str, prefix: str, target: S3Uri) -> PurePosixPath | None:
 
 
 def download_prefix(
-    uri: str | S3Uri, local: str | Path, s3: S3Client | None = None, transfer: Any = None, *, workers: int = 8
+    uri: str | S3Uri,
+    local: str | Path,
+    s3: S3Client | None = None,
+    transfer: TransferConfig | None = None,
+    *,
+    workers: int = 8,
 ) -> Path:
     """Download everything under ``uri`` into the folder ``local``, atomically.
 

@@ -105,7 +105,8 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
     @dsl.pipeline(name=PIPELINE_NAME, description="ESRGAN: patches, PSNR and GAN training, alpha sweep, registry")
     def esrgan_pipeline(
         params_json: str = d["params_json"],
-        alphas: list = d["alphas"],
+        # Bare: KFP types the ParallelFor items from it (STRING); list[float] would change the spec.
+        alphas: list = d["alphas"],  # type: ignore[type-arg]
         psnr_iterations: int = d["psnr_iterations"],
         gan_iterations: int = d["gan_iterations"],
         device: str = d["device"],
@@ -184,7 +185,8 @@ def build_pipeline(images: Images, params_file: Path) -> GraphComponent:
             kfp_run_name=run_name,
         )
         _with_secrets(reg.set_display_name("select and register").set_caching_options(enable_caching=False))
-        return reg.outputs["Output"]
+        # A task output channel: to KFP, `-> str` declares the output parameter, not a Python type.
+        return reg.outputs["Output"]  # type: ignore[no-any-return]
 
     return esrgan_pipeline
 

@@ -102,9 +102,9 @@ def print_restored() -> Iterator[None]:
 
     kfp.local indents each task's log by swapping ``builtins.print`` in and out around the task
     (``kfp.local.logging_utils.indented_print``). After this pipeline (a ParallelFor) its indenting
-    print is sometimes still installed when the run returns (one run in two, measured), so every
-    later ``print`` in the process starts with four spaces: a manifest that ``esrgan deploy
-    kserve`` prints in the same process no longer parses.
+    print is sometimes still installed when the run returns, so every later ``print`` in the
+    process starts with four spaces: a manifest that ``esrgan deploy kserve`` prints in the same
+    process no longer parses.
     """
     original = builtins.print
     try:
@@ -144,7 +144,7 @@ def run_local(params_file: Path, data_dir: Path, workdir: Path, overrides: Itera
     )
     with print_restored():
         task = pipeline(**args)
-    record = json.loads(task.output)
+    record: dict[str, Any] = json.loads(task.output)  # the register step's registered.json
     (workdir / "registered.json").write_text(json.dumps(record, indent=2) + "\n")
     return record
 

@@ -21,6 +21,7 @@ hand. None of this has run against a cluster here (docs/distributed-training.md 
 
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import json
@@ -38,7 +39,10 @@ from esrgan.fileio import atomic_write
 from pipeline.errors import PipelineError
 
 if TYPE_CHECKING:
+    from kubernetes.client import CoreV1Api, CustomObjectsApi
+
     from pipeline.kfp.train_task import TrainTask
+    from pipeline.params import PipelineParams
 
 TRAINJOB = {"group": "trainer.kubeflow.org", "version": "v1alpha1", "plural": "trainjobs", "kind": "TrainJob"}
 PYTORCHJOB = {"group": "kubeflow.org", "version": "v1", "plural": "pytorchjobs", "kind": "PyTorchJob"}
@@ -257,7 +261,7 @@ def _namespace() -> str:
 
 def task_job(
     task: TrainTask,
-    params: Any,
+    params: PipelineParams,
     gpus: int,
     pvc: str,
     kind: Kind = "trainjob",
@@ -315,7 +319,7 @@ def task_job(
 
 def run_trainjob(
     task: TrainTask,
-    params: Any,
+    params: PipelineParams,
     gpus: int,
     pvc: str,
     poll_s: float = 15.0,
@@ -378,7 +382,7 @@ def _kind_env() -> str:
     return os.environ.get(KIND_ENV, "trainjob").lower()
 
 
-def _exists(custom: Any, coordinates: tuple[str, str, str, str], name: str) -> bool:
+def _exists(custom: CustomObjectsApi, coordinates: tuple[str, str, str, str], name: str) -> bool:
     from kubernetes import client
 
     try:
@@ -390,15 +394,18 @@ def _exists(custom: Any, coordinates: tuple[str, str, str, str], name: str) -> b
     return True
 
 
-def _print_rank0_logs(core: Any, namespace: str, selector: str, lines: int = 200) -> None:
+def _print_rank0_logs(core: CoreV1Api, namespace: str, selector: str, lines: int = 200) -> None:
     """The last ``lines`` of node 0's log into this task's log (best effort: pods may be gone)."""
     from kubernetes import client
 
     try:
         pods = core.list_namespaced_pod(namespace, label_selector=selector).items
         for pod in pods[:1]:
-            text = core.read_namespaced_pod_log(pod.metadata.name, namespace, tail_lines=lines)
-            print(f"--- {pod.metadata.name} (last {lines} lines) ---\n{text}", flush=True)
+            name = pod.metadata.name if pod.metadata is not None else None
+            if name is None:  # a listed pod has one; the client's models make every field optional
+                continue
+            text = core.read_namespaced_pod_log(name, namespace, tail_lines=lines)
+            print(f"--- {name} (last {lines} lines) ---\n{text}", flush=True)
     except client.ApiException as exc:
         print(f"(no logs: {exc.status} {exc.reason})", file=sys.stderr)
 
@@ -406,7 +413,7 @@ def _print_rank0_logs(core: Any, namespace: str, selector: str, lines: int = 200
 # --- esrgan deploy trainjob ---------------------------------------------------------------------------
 
 
-def add_deploy_parser(dsub: Any) -> None:
+def add_deploy_parser(dsub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Register ``esrgan deploy trainjob`` (under ``esrgan deploy``)."""
     t = dsub.add_parser("trainjob", help="a Kubeflow TrainJob (or PyTorchJob) running 'esrgan train' on N pods")
     t.add_argument("stage", choices=["psnr", "gan"])
@@ -427,7 +434,7 @@ def add_deploy_parser(dsub: Any) -> None:
     t.set_defaults(handler=_run_deploy)
 
 
-def _run_deploy(args: Any) -> int:
+def _run_deploy(args: argparse.Namespace) -> int:
     from pipeline.errors import ParamsError
     from pipeline.images import Images
     from pipeline.kfp.params import training_gpus

@@ -11,7 +11,7 @@ import json
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypedDict
 
 from esrgan.fileio import write_json
 from pipeline.kfp.parent_run import adopt_parent_run
@@ -23,6 +23,20 @@ from pipeline.steps.context import StepContext
 GENERATOR_FILE = "generator.pth"
 
 
+class StepConfig(TypedDict):
+    """The config artifact's document."""
+
+    params: dict[str, Any]  # the validated params.yaml document
+    key: str  # the pipeline key: names the checkpoint folder, tags the MLflow parent run
+    data: dict[str, Any]  # the data source (DataSource.as_dict())
+
+
+class MetricsArtifact(Protocol):
+    """What :func:`log_metrics` needs of KFP's ``Metrics`` artifact (KFP ships no types)."""
+
+    def log_metric(self, metric: str, value: float) -> None: ...
+
+
 def write_config(path: str | Path, params: PipelineParams, key: str, data: Mapping[str, Any]) -> Path:
     """The config artifact: ``{"params": <params.yaml document>, "key": ..., "data": {...}}``."""
     from pipeline.params import params_document
@@ -30,11 +44,12 @@ def write_config(path: str | Path, params: PipelineParams, key: str, data: Mappi
     return write_json(path, {"params": params_document(params), "key": key, "data": dict(data)})
 
 
-def read_config(path: str | Path) -> dict[str, Any]:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+def read_config(path: str | Path) -> StepConfig:
+    config: StepConfig = json.loads(Path(path).read_text(encoding="utf-8"))  # written by write_config
+    return config
 
 
-def open_step(config_path: str | Path, tags: Mapping[str, str] | None = None) -> tuple[StepContext, dict[str, Any]]:
+def open_step(config_path: str | Path, tags: Mapping[str, str] | None = None) -> tuple[StepContext, StepConfig]:
     """Validated params and MLflow for one task, nested under this execution's parent run.
 
     The project root is the working directory: the image's ``WORKDIR`` in a cluster, the caller's
@@ -53,7 +68,7 @@ def generator_file(artifact_path: str | Path) -> Path:
     return folder / GENERATOR_FILE
 
 
-def log_metrics(artifact: Any, metrics: Mapping[str, Any], prefix: str = "") -> None:
+def log_metrics(artifact: MetricsArtifact, metrics: Mapping[str, Any], prefix: str = "") -> None:
     """Numbers of a step's metrics dict into a KFP ``Metrics`` artifact (``None``/text skipped)."""
     for key, value in metrics.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
