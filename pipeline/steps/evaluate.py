@@ -28,9 +28,12 @@ from pipeline.steps.evaluate_bicubic import evaluated_metrics
 
 def _load_baseline(path: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
+        report = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise StageInputError(f"{path}: not a readable bicubic baseline report ({exc})") from None
+    if not isinstance(report, dict):  # its contents are checked by evaluate_folder (BaselineMismatch)
+        raise StageInputError(f"{path}: not a readable bicubic baseline report (not a JSON object)")
+    return report
 
 
 def evaluate_step(
@@ -41,7 +44,7 @@ def evaluate_step(
     report_file: Path,
     metrics_file: Path,
     baseline_file: Path | None = None,
-) -> dict[str, Any]:
+) -> dict[str, float | None]:
     """Evaluate one interpolated generator and log a child run for this alpha.
 
     Writes the full report (per image, conventions, reasons for null metrics) to
@@ -88,4 +91,5 @@ def evaluate_step(
             first = sorted(hr_dir.iterdir())[0]
             strip = comparison(read_image(first), {f"alpha {alpha:g}": model}, scale)
             mlflow.log_image(strip, f"samples/{first.stem}_lr_bicubic_sr_hr.png")
-    return report["model"]["mean"]
+    means: dict[str, float | None] = report["model"]["mean"]  # None: a metric no image could give
+    return means

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Any
 
 from esrgan.evaluation import METRICS, evaluate_folder, write_report
 from pipeline.params import FIDELITY_METRICS
@@ -21,7 +20,7 @@ def evaluated_metrics(ctx: StepContext) -> tuple[str, ...]:
     return tuple(m for m in (METRICS if params.perceptual else FIDELITY_METRICS) if m not in params.skip_metrics)
 
 
-def evaluate_bicubic_step(ctx: StepContext, val_dir: Path, report_file: Path) -> dict[str, Any]:
+def evaluate_bicubic_step(ctx: StepContext, val_dir: Path, report_file: Path) -> dict[str, float | None]:
     """Evaluate the bicubic baseline on the validation split, for :func:`~pipeline.steps.evaluate.evaluate_step` to reuse.
 
     No MLflow run: every alpha's run logs these figures as ``bicubic_*`` beside its own.
@@ -34,4 +33,5 @@ def evaluate_bicubic_step(ctx: StepContext, val_dir: Path, report_file: Path) ->
         )
     report["hr_dir"], report["max_images"] = str(val_dir), params.max_images
     write_report(report, report_file)
-    return report["model"]["mean"]
+    means: dict[str, float | None] = report["model"]["mean"]  # None: a metric no image could give
+    return means
