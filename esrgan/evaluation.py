@@ -58,11 +58,12 @@ from esrgan.fileio import write_json
 from esrgan.imageio import ImageReadError, is_image_path, read_image
 from esrgan.inference import upscale
 from esrgan.metrics import PERCEPTUAL_METRICS, MetricUnavailable, chroma_error, niqe, psnr, ssim
+from esrgan.metrics.registry import names
 
 SCHEMA_VERSION = 1
 
-#: Every metric name ``evaluate_folder`` understands, in report order.
-METRICS: tuple[str, ...] = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error", "niqe", *PERCEPTUAL_METRICS)
+#: Every metric name ``evaluate_folder`` understands, in report order (:mod:`esrgan.metrics.registry`).
+METRICS: tuple[str, ...] = names()
 
 
 def conventions(scale: int) -> dict[str, Any]:

@@ -6,19 +6,45 @@
 * Perceptual (full reference, learned): :func:`lpips` (needs torchvision's ImageNet trunks in
   the torch hub cache) and :func:`stlpips` (weights shipped in its pip package);
   :func:`perceptual_metrics` runs every variant and reports the unavailable ones.
+* :mod:`esrgan.metrics.registry`: every metric of the evaluation report described once (name,
+  direction, fidelity or perceptual, ImageNet trunk or not), the source of every list of names.
+
+The names below are imported on first use, so reading the registry (``esrgan registry list``)
+does not import torch.
 """
 
-from esrgan.metrics.fidelity import chroma_error, psnr, ssim
-from esrgan.metrics.niqe import niqe
-from esrgan.metrics.perceptual import (
-    PERCEPTUAL_METRICS,
-    MetricUnavailable,
-    clear_cache,
-    lpips,
-    perceptual_metrics,
-    stlpips,
-)
-from esrgan.metrics.ycbcr import rgb_to_cbcr, rgb_to_y
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from esrgan.metrics.fidelity import chroma_error, psnr, ssim
+    from esrgan.metrics.niqe import niqe
+    from esrgan.metrics.perceptual import (
+        PERCEPTUAL_METRICS,
+        MetricUnavailable,
+        clear_cache,
+        lpips,
+        perceptual_metrics,
+        stlpips,
+    )
+    from esrgan.metrics.ycbcr import rgb_to_cbcr, rgb_to_y
+
+_LAZY = {
+    "chroma_error": "esrgan.metrics.fidelity",
+    "psnr": "esrgan.metrics.fidelity",
+    "ssim": "esrgan.metrics.fidelity",
+    "niqe": "esrgan.metrics.niqe",
+    "PERCEPTUAL_METRICS": "esrgan.metrics.perceptual",
+    "MetricUnavailable": "esrgan.metrics.perceptual",
+    "clear_cache": "esrgan.metrics.perceptual",
+    "lpips": "esrgan.metrics.perceptual",
+    "perceptual_metrics": "esrgan.metrics.perceptual",
+    "stlpips": "esrgan.metrics.perceptual",
+    "rgb_to_cbcr": "esrgan.metrics.ycbcr",
+    "rgb_to_y": "esrgan.metrics.ycbcr",
+}
 
 __all__ = [
     "PERCEPTUAL_METRICS",
@@ -34,3 +60,15 @@ __all__ = [
     "ssim",
     "stlpips",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once imported, a plain attribute
+        return value
+    raise AttributeError(f"module 'esrgan.metrics' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
