@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.data.sources import DataSource, fetch_dataset
+from pipeline.data.sources import DataSource, DataSourceError, fetch_dataset, source_kind
 from tests.e2e.s3 import weed_binary, weed_s3
 
 
@@ -96,3 +96,9 @@ def test_s3_source_fetches_many_objects_concurrently_once_each(tmp_path: Path, m
     serial = {p.relative_to(tmp_path / "serial").as_posix() for p in (tmp_path / "serial").rglob("*") if p.is_file()}
     assert serial == set(files)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []  # no staging folders left
+
+
+def test_source_kind_takes_the_three_kinds_and_names_them_for_any_other() -> None:
+    assert [source_kind(k) for k in ("dvc", "s3", "local")] == ["dvc", "s3", "local"]
+    with pytest.raises(DataSourceError, match=r"data source kind 'gcs': expected dvc, s3 or local"):
+        source_kind("gcs")
