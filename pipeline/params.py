@@ -3,7 +3,7 @@
 Each top-level section belongs to one stage (as in DVC's example-get-started) and is validated
 by the model of the library that consumes it, so a typo fails before any work starts. Every
 model forbids unknown keys. :func:`parse_params` also checks what no single section can (scales
-agree, the champion rule fits the sweep and the evaluated metrics) and lists *every* problem, one
+agree, the selection rule fits the sweep and the evaluated metrics) and lists *every* problem, one
 line each, in one :class:`ParamsError`: a user fixes the file once, not once per run.
 
 To add a parameter: add the field to the section's model (``extra="forbid"`` comes with it); add a
@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from esrgan.data.config import ExtractConfig
+from esrgan.metrics.registry import metric as metric_info
+from esrgan.metrics.registry import names, selection_names
 from esrgan.training.config import TrainConfig
 from esrgan.yaml_file import YamlFileError, read_yaml
 from pipeline.errors import ParamsError
@@ -34,23 +36,21 @@ __all__ = [
     "parse_params",
 ]
 
-#: Report metrics the champion rule can use, and which way is better ("min": lower is better).
+# Every list of metric names below derives from esrgan.metrics.registry, where each is described once.
+#: Report metrics the selection rule can use, and which way is better ("min": lower is better).
 METRIC_DIRECTION: dict[str, Literal["min", "max"]] = {
-    "niqe": "min",
-    "lpips_alex": "min",
-    "stlpips_alex": "min",
-    "stlpips_vgg": "min",
-    "psnr_y": "max",
-    "ssim_y": "max",
-    "psnr_rgb": "max",
-    "chroma_error": "min",
+    name: "min" if metric_info(name).lower_is_better else "max" for name in selection_names()
 }
 #: Metrics ``evaluate`` computes with ``perceptual: false``.
-FIDELITY_METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "chroma_error")
-#: Every metric an evaluation report can hold (esrgan.evaluation.METRICS, spelled out for the schema).
-MetricName = Literal[
-    "psnr_y", "ssim_y", "psnr_rgb", "chroma_error", "niqe", "lpips_alex", "lpips_vgg", "stlpips_alex", "stlpips_vgg"
-]
+FIDELITY_METRICS = names("fidelity")
+if TYPE_CHECKING:  # a Literal built at run time is not a static type; mypy sees plain strings
+    MetricName = str
+    SelectionMetric = str
+else:
+    #: Every metric an evaluation report can hold, in report order (what evaluate.skip_metrics allows).
+    MetricName = Literal[names()]
+    #: The metrics that may rank the alphas (what register.selection.metric allows).
+    SelectionMetric = Literal[selection_names()]
 
 
 class _Strict(BaseModel):
@@ -100,7 +100,7 @@ class EvaluateParams(_Strict):
 
 
 class SelectionParams(_Strict):
-    """Which alpha becomes the champion.
+    """How the sweep picks its alpha (registered as the challenger; see :mod:`pipeline.steps.selection`).
 
     ``best_perceptual_within_margin``: the best ``metric`` (lowest or highest, as METRIC_DIRECTION
     says) among alphas whose PSNR-Y is at most ``psnr_margin_db`` below the PSNR model's (alpha 0).
@@ -109,9 +109,7 @@ class SelectionParams(_Strict):
 
     rule: Literal["best_perceptual_within_margin", "fixed"] = "best_perceptual_within_margin"
     # The direction comes from METRIC_DIRECTION (psnr_y: higher is better, niqe: lower), never assumed.
-    metric: Literal[
-        "niqe", "lpips_alex", "stlpips_alex", "stlpips_vgg", "psnr_y", "ssim_y", "psnr_rgb", "chroma_error"
-    ] = Field(
+    metric: SelectionMetric = Field(
         "niqe", description="evaluation-report metric that ranks the eligible alphas (direction: METRIC_DIRECTION)"
     )
     psnr_margin_db: float = Field(1.0, ge=0, le=100)
@@ -173,7 +171,8 @@ class PipelineParams(TrainConfig):
 
     def section(self, name: str) -> dict[str, Any]:
         """One section as plain JSON-compatible data (what a stage logs as its params)."""
-        return getattr(self, "registration" if name == "register" else name).model_dump(mode="json")
+        section: BaseModel = getattr(self, "registration" if name == "register" else name)
+        return section.model_dump(mode="json")
 
 
 def _show(value: Any, limit: int = 60) -> str:
@@ -239,7 +238,7 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
         ):
             problems.append(
                 f"register.selection.alpha ({_show(alpha)}) is not among interpolate.alphas {_show(alphas)}: "
-                "a fixed champion must be one of the swept alphas"
+                "a fixed pick must be one of the swept alphas"
             )
     elif alpha is not None:
         problems.append(

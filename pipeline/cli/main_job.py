@@ -1,4 +1,5 @@
-"""``esrgan main``: the README's main job. Data if missing, ``dvc repro``, champion summary."""
+"""``esrgan main``: the README's main job. Data if missing, ``dvc repro``, the registered version and
+the gate's decision."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from pipeline.data.workspace import sample
 from pipeline.params import load_params
@@ -42,8 +44,9 @@ def ensure_data(root: Path, data_dir: Path) -> str:
     return "rebuilt the sample set"
 
 
-def decision_lines(registered: dict) -> str:
-    """What the register step decided: the new version, the champion, and why (from ``registered.json``)."""
+def decision_lines(registered: dict[str, Any]) -> str:
+    """What the register step decided: the new version, whether it became the champion, and why (from
+    ``registered.json``)."""
     name, version, alpha = registered["model_name"], registered["version"], registered["alpha"]
     # registered.json written before the champion/challenger gate has no "decision".
     if registered.get("decision", "promoted") == "promoted":
@@ -67,7 +70,7 @@ def _experiment_id(uri: str, name: str) -> str:
 
 
 def run_main_job(root: Path, profile: str | None = None) -> int:
-    """Run the whole pipeline with ``dvc repro`` and print the registered champion."""
+    """Run the whole pipeline with ``dvc repro`` and print the registered version and the gate's decision."""
     root = root.resolve()
     if profile is not None:
         # params.yaml is versioned: `git checkout params.yaml` returns to the demo profile.
@@ -109,8 +112,8 @@ def run_main_job(root: Path, profile: str | None = None) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("main", help="the main job: sample data if missing, dvc repro, champion summary")
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("main", help="the main job: sample data if missing, dvc repro, registration summary")
     p.add_argument(
         "--profile",
         choices=["paper"],

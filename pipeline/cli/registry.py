@@ -7,7 +7,7 @@ import argparse
 from pipeline.cli.common import UserError, print_json, registry_call, tracking_uri
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("registry", help="the model registry: list versions, promote one, roll the champion back")
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else ./mlflow.db)")
     p.add_argument("--model-name", default="esrgan-x4", help="registered model (default esrgan-x4)")

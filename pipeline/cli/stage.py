@@ -132,17 +132,10 @@ def _evaluate_bicubic(args: argparse.Namespace) -> int:
 
 
 def _register(args: argparse.Namespace) -> int:
-    from esrgan.models import alpha_filename
-    from pipeline.steps.interpolate import prune_stale_alphas
-    from pipeline.steps.register import register_step
+    from pipeline.steps.register import register_step, sweep_files
 
     ctx = _ctx(args)
-    alphas = ctx.params.interpolate.alphas
-    # DVC leaves the files of alphas removed from the sweep behind; only the current ones stay.
-    prune_stale_alphas(args.models, alphas, ".pth")
-    prune_stale_alphas(args.reports, alphas, ".json")
-    reports = [args.reports / alpha_filename(a, ".json") for a in alphas]
-    models = {a: args.models / alpha_filename(a) for a in alphas}
+    reports, models = sweep_files(ctx, args.reports, args.models)
     return print_json(register_step(ctx, reports, models, args.summary, args.plot_csv, args.plot_png, args.registered))
 
 

@@ -1,6 +1,10 @@
-"""Step 6: compare every alpha, draw the perception-distortion plot, register the best one as the
-``@challenger`` version and promote it to ``@champion`` only when it is at least as good as the
-current champion measured on the same images (see :mod:`pipeline.registry.aliases`)."""
+"""Step 6: compare every alpha, draw the perception-distortion plot, register the sweep's pick as
+the ``@challenger`` version and promote it to ``@champion`` only when it is at least as good as
+the current champion measured on the same images. The two decisions are in
+:mod:`pipeline.steps.selection`; the alias operations in :mod:`pipeline.registry.aliases`.
+
+Under DVC this step also owns the sweep's file names: the ``alpha_<a>.pth`` generators and
+``alpha_<a>.json`` reports of ``interpolate.alphas`` (:func:`sweep_files`)."""
 
 from __future__ import annotations
 
@@ -21,63 +25,71 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from esrgan.fileio import atomic_write, write_json
-from pipeline.errors import PipelineError
-from pipeline.params import METRIC_DIRECTION, SelectionParams
-from pipeline.registry.aliases import (
-    CHALLENGER_ALIAS,
-    HISTORY_TAG,
-    Decision,
-    RegistryError,
-    alias_version,
-    decide,
-    figure,
-    promote,
-    usable_figures,
-)
+from esrgan.metrics.registry import metric as metric_info
+from esrgan.metrics.registry import plot_names
+from esrgan.models.interpolation import alpha_filename
+from esrgan.owned_folders import is_owned, prune
+from pipeline.params import SelectionParams
+from pipeline.registry.aliases import CHALLENGER_ALIAS, HISTORY_TAG, RegistryError, alias_version, promote
 from pipeline.registry.packaging import ONNX_FILE, log_generator_model
 from pipeline.registry.tracking import finish_parent, parent_run_id, provenance_tags, stage_run
 from pipeline.steps.context import StepContext
+from pipeline.steps.selection import (
+    Decision,
+    SelectionError,
+    decide,
+    pick_alpha,
+    pick_reason,
+    summarise,
+    usable_figures,
+)
 
 log = logging.getLogger(__name__)
 
-PLOT_COLUMNS = ("alpha", "psnr_y", "ssim_y", "psnr_rgb", "niqe", "lpips_alex", "stlpips_alex", "stlpips_vgg")
+#: The perception-distortion plot data's columns (the metric registry's plotted metrics).
+PLOT_COLUMNS = ("alpha", *plot_names())
+#: The perceptual metrics drawn against PSNR-Y, one panel each when the sweep has them.
+PLOT_PERCEPTUAL = tuple(m for m in plot_names() if metric_info(m).kind == "perceptual")
 
 
-class SelectionError(PipelineError, ValueError):
-    """No alpha satisfies the selection rule."""
+def prune_stale_alphas(folder: Path, alphas: Sequence[float], suffix: str) -> list[Path]:
+    """Delete ``alpha_<a><suffix>`` files of alphas no longer in the sweep from ``folder``.
+
+    After ``interpolate.alphas`` changes, DVC forgets the removed alphas' stages but leaves their
+    files beside the current ones, and a reader cannot tell which are current. Only a folder
+    esrgan created (:mod:`esrgan.owned_folders`) is pruned; elsewhere the stale files are named
+    in a warning and kept.
+    """
+    pattern = re.compile(rf"alpha_(.+){re.escape(suffix)}")
+    stale = []
+    for path in sorted(folder.glob(f"alpha_*{suffix}")) if folder.is_dir() else []:
+        match = pattern.fullmatch(path.name)
+        try:
+            alpha = float(match.group(1)) if match else None
+        except ValueError:
+            alpha = None
+        if alpha is not None and not any(math.isclose(alpha, a, abs_tol=1e-9) for a in alphas):
+            stale.append(path.name)
+    if stale and not is_owned(folder):
+        log.warning(
+            "%s: %s not in interpolate.alphas; kept (the folder has no esrgan marker)", folder, ", ".join(stale)
+        )
+        return []
+    removed = prune(folder, stale)
+    for path in removed:
+        log.info("removed %s: its alpha is no longer in interpolate.alphas", path)
+    return removed
 
 
-def summarise(reports: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """One row per alpha (sorted), plus the bicubic baseline as ``alpha = None``."""
-    if not reports:
-        raise ValueError("no evaluation reports to summarise (the sweep evaluated no alpha)")
-    rows = [{"alpha": float(r["alpha"]), **r["model"]["mean"]} for r in reports]
-    rows.sort(key=lambda r: r["alpha"])
-    rows.append({"alpha": None, **reports[0]["bicubic"]["mean"]})
-    return rows
-
-
-def select_alpha(rows: Sequence[Mapping[str, Any]], rule: SelectionParams) -> dict[str, Any]:
-    """Apply the selection rule to the per-alpha rows; returns the chosen row."""
-    alphas = [r for r in rows if r["alpha"] is not None]
-    if rule.rule == "fixed":
-        chosen = [r for r in alphas if rule.alpha is not None and math.isclose(r["alpha"], rule.alpha)]
-        if not chosen:
-            raise SelectionError(f"register.selection.alpha {rule.alpha} is not among the evaluated alphas")
-        return dict(chosen[0])
-    psnr_model = next((r for r in alphas if r["alpha"] == 0.0), None)
-    # figure(): a NaN (or a non-number) is no value; compared, it would win or lose at random.
-    base = None if psnr_model is None else figure(psnr_model.get("psnr_y"))
-    if base is None:
-        raise SelectionError("the PSNR model (alpha 0) has no psnr_y: cannot apply the margin")
-    floor = base - rule.psnr_margin_db
-    eligible = [r for r in alphas if (psnr := figure(r.get("psnr_y"))) is not None and psnr >= floor]
-    scored = [(score, r) for r in eligible if (score := figure(r.get(rule.metric))) is not None]
-    if not scored:
-        raise SelectionError(f"no alpha has a value for {rule.metric!r} within {rule.psnr_margin_db} dB of alpha 0")
-    # Best score in the metric's own direction; ties go to the smaller alpha (closer to the faithful model).
-    sign = 1.0 if METRIC_DIRECTION[rule.metric] == "min" else -1.0
-    return dict(min(scored, key=lambda pair: (sign * pair[0], pair[1]["alpha"]))[1])
+def sweep_files(ctx: StepContext, reports_dir: Path, models_dir: Path) -> tuple[list[Path], dict[float, Path]]:
+    """The sweep's files under DVC: the ``alpha_<a>.json`` reports and ``alpha_<a>.pth`` generators
+    of ``interpolate.alphas`` (named by :func:`esrgan.models.interpolation.alpha_filename`, as
+    ``dvc.yaml`` names them), after pruning the files of alphas no longer swept."""
+    alphas = ctx.params.interpolate.alphas
+    prune_stale_alphas(models_dir, alphas, ".pth")
+    prune_stale_alphas(reports_dir, alphas, ".json")
+    reports = [reports_dir / alpha_filename(a, ".json") for a in alphas]
+    return reports, {a: models_dir / alpha_filename(a) for a in alphas}
 
 
 def write_plot_data(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
@@ -91,31 +103,31 @@ def write_plot_data(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(buf.getvalue()))
 
 
-def draw_plot(rows: Sequence[Mapping[str, Any]], chosen_alpha: float, path: Path) -> Path:
-    """PSNR-Y against each available perceptual metric, one point per alpha, bicubic marked."""
+def draw_plot(rows: Sequence[Mapping[str, Any]], picked_alpha: float, path: Path) -> Path:
+    """PSNR-Y against each available perceptual metric, one point per alpha, the pick starred,
+    bicubic marked."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    perceptual = [
-        m for m in ("niqe", "lpips_alex", "stlpips_alex", "stlpips_vgg") if any(r.get(m) is not None for r in rows)
-    ]
+    perceptual = [m for m in PLOT_PERCEPTUAL if any(r.get(m) is not None for r in rows)]
     fig, axes = plt.subplots(1, max(1, len(perceptual)), figsize=(5 * max(1, len(perceptual)), 4), squeeze=False)
     for ax, metric in zip(axes[0], perceptual, strict=False):
         pts = [r for r in rows if r["alpha"] is not None and r.get(metric) is not None and r.get("psnr_y") is not None]
         ax.plot([r["psnr_y"] for r in pts], [r[metric] for r in pts], "o-", color="tab:blue", label="interpolated")
         for r in pts:
             ax.annotate(f"{r['alpha']:g}", (r["psnr_y"], r[metric]), textcoords="offset points", xytext=(4, 4))
-        best = [r for r in pts if math.isclose(r["alpha"], chosen_alpha)]
+        best = [r for r in pts if math.isclose(r["alpha"], picked_alpha)]
         if best:
+            # The pick (registered as the challenger): "champion" in the label is kept for byte-identical plots.
             ax.plot(
                 best[0]["psnr_y"],
                 best[0][metric],
                 "*",
                 ms=16,
                 color="tab:red",
-                label=f"champion (alpha {chosen_alpha:g})",
+                label=f"champion (alpha {picked_alpha:g})",
             )
         bic = next((r for r in rows if r["alpha"] is None), None)
         if bic and bic.get(metric) is not None and bic.get("psnr_y") is not None:
@@ -275,13 +287,7 @@ def version_description(
 ) -> str:
     """The version's description: alpha, why this alpha won, the gate's decision, figures, provenance,
     and (``lineage``: ``<section>.init.<network>`` -> resolution) the weights training started from."""
-    if rule.rule == "fixed":
-        why_alpha = f"rule `fixed`: alpha {rule.alpha:g} is set in params.yaml"
-    else:
-        why_alpha = (
-            f"rule `{rule.rule}`: lowest `{rule.metric}` among the alphas whose PSNR-Y is within "
-            f"{rule.psnr_margin_db:g} dB of the PSNR model (alpha 0)"
-        )
+    why_alpha = pick_reason(rule)
     figures = ", ".join(f"{k} {v:.4f}" for k, v in sorted(metrics.items()))
     return (
         f"ESRGAN x4 generator interpolated with alpha {alpha:g} (0 = PSNR model, 1 = GAN model).\n\n"
@@ -321,8 +327,8 @@ def register_step(
     registered_file: Path,
     val_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Select the best alpha, register it as ``@challenger``, promote it to the champion alias if it is
-    at least as good as the current champion on the same images, finish the pipeline's parent run.
+    """Pick the sweep's alpha, register it as ``@challenger``, promote it to the champion alias if it
+    is at least as good as the current champion on the same images, finish the pipeline's parent run.
 
     ``val_dir`` (default ``<data.path>/val``) is where the current champion is re-evaluated when
     its recorded figures come from other data or are missing, not a number or not finite.
@@ -332,15 +338,15 @@ def register_step(
     params = ctx.params.registration
     loaded = [json.loads(Path(p).read_text()) for p in reports]
     rows = summarise(loaded)
-    chosen = select_alpha(rows, params.selection)
-    alpha = chosen["alpha"]
+    pick = pick_alpha(rows, params.selection)
+    alpha = pick["alpha"]
     model_path = next((p for a, p in models.items() if math.isclose(a, alpha)), None)
     if model_path is None:
         raise SelectionError(f"no generator file for the chosen alpha {alpha}")
     write_plot_data(rows, plot_csv)
     draw_plot(rows, alpha, plot_png)
     # Only finite figures are the challenger's (a NaN would be tagged "nan" and poison the next gate).
-    metrics = usable_figures({k: v for k, v in chosen.items() if k != "alpha"})[0]
+    metrics = usable_figures({k: v for k, v in pick.items() if k != "alpha"})[0]
     val_dir = val_dir if val_dir is not None else ctx.root / ctx.params.data.path / "val"
     eval_key = evaluation_key(ctx, loaded[0])
     provenance = provenance_tags(ctx.root, ctx.tracking.params_file)
@@ -370,9 +376,9 @@ def register_step(
             )
             if error is not None:
                 registered["error"] = error
-            registered = json_safe(registered)
-            write_json(registered_file, registered)
-            return registered
+            safe: dict[str, Any] = json_safe(registered)
+            write_json(registered_file, safe)
+            return safe
 
         # From here on a version exists: whatever happens, it gets a decision, in its tags and in
         # registered.json, before the stage stops.

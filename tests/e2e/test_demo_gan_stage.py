@@ -1,4 +1,4 @@
-"""The CPU demo's GAN stage: perceptual gain without a colour shift, and a champion that is not alpha 0.
+"""The CPU demo's GAN stage: perceptual gain without a colour shift, and a pick that is not alpha 0.
 
 Uses both stages trained exactly as params.yaml configures them (the session's shared demo
 training) and the evaluation the pipeline runs on the sample validation photos:
@@ -8,7 +8,7 @@ training) and the evaluation the pipeline runs on the sample validation photos:
   model's (before the fix: 4x);
 * the pipeline's selection rule picks a GAN-influenced generator (alpha > 0) with a NIQE at
   least 0.3 below the PSNR model's for at most 2 dB of PSNR-Y;
-* and that champion keeps both on nine held-out photos (``esrgan.data.build_holdout_set``)
+* and that pick keeps both on nine held-out photos (``esrgan.data.build_holdout_set``)
   that no training, validation or tuning decision has seen.
 """
 
@@ -73,34 +73,34 @@ def test_gan_model_is_perceptually_closer_without_a_colour_cast(
     assert gan["chroma_error"] == pytest.approx(float(gan_cbcr.mean()), rel=1e-9)
 
 
-def _champion(demo_training: DemoTraining, sweep: dict[float, dict]) -> dict:
-    from pipeline.steps.register import select_alpha, summarise
+def _pick(demo_training: DemoTraining, sweep: dict[float, dict]) -> dict:
+    from pipeline.steps.selection import pick_alpha, summarise
 
     rows = summarise([{k: v for k, v in r.items() if k != "generator"} for r in sweep.values()])
-    return select_alpha(rows, demo_training.params.registration.selection)
+    return pick_alpha(rows, demo_training.params.registration.selection)
 
 
-def test_champion_is_a_real_interpolation(demo_training: DemoTraining, sweep: dict[float, dict]) -> None:
-    champion = _champion(demo_training, sweep)
+def test_the_pick_is_a_real_interpolation(demo_training: DemoTraining, sweep: dict[float, dict]) -> None:
+    pick = _pick(demo_training, sweep)
     psnr = sweep[0.0]["model"]["mean"]
-    assert champion["alpha"] > 0, champion
-    assert champion["niqe"] <= psnr["niqe"] - 0.3, (champion, psnr)
-    assert champion["stlpips_alex"] < psnr["stlpips_alex"], (champion, psnr)
-    assert champion["psnr_y"] >= psnr["psnr_y"] - 2.0, (champion, psnr)
+    assert pick["alpha"] > 0, pick
+    assert pick["niqe"] <= psnr["niqe"] - 0.3, (pick, psnr)
+    assert pick["stlpips_alex"] < psnr["stlpips_alex"], (pick, psnr)
+    assert pick["psnr_y"] >= psnr["psnr_y"] - 2.0, (pick, psnr)
 
 
-def test_champion_holds_on_held_out_photos(
+def test_the_pick_holds_on_held_out_photos(
     demo_training: DemoTraining, sweep: dict[float, dict], tmp_path: Path
 ) -> None:
     from esrgan.data import build_holdout_set
     from esrgan.evaluation import evaluate_folder
 
-    champion = _champion(demo_training, sweep)
+    pick = _pick(demo_training, sweep)
     build_holdout_set(tmp_path)
     reports = {
         alpha: evaluate_folder(sweep[alpha]["generator"], tmp_path, metrics=("psnr_y", "niqe"), progress=False)
-        for alpha in (0.0, champion["alpha"])
+        for alpha in (0.0, pick["alpha"])
     }
-    psnr, chosen = reports[0.0]["model"]["mean"], reports[champion["alpha"]]["model"]["mean"]
-    assert chosen["niqe"] <= psnr["niqe"] - 0.3, (champion["alpha"], chosen, psnr)
-    assert chosen["psnr_y"] >= psnr["psnr_y"] - 2.0, (champion["alpha"], chosen, psnr)
+    psnr, chosen = reports[0.0]["model"]["mean"], reports[pick["alpha"]]["model"]["mean"]
+    assert chosen["niqe"] <= psnr["niqe"] - 0.3, (pick["alpha"], chosen, psnr)
+    assert chosen["psnr_y"] >= psnr["psnr_y"] - 2.0, (pick["alpha"], chosen, psnr)

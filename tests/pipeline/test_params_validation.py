@@ -16,8 +16,9 @@ from pydantic import BaseModel
 
 from pipeline.errors import EXIT_USER_ERROR
 from pipeline.kfp.params import params_with_knobs
-from pipeline.params import METRIC_DIRECTION, ParamsError, PipelineParams, parse_params
-from pipeline.steps.register import select_alpha
+from esrgan.metrics.registry import metric, names, selection_names
+from pipeline.params import FIDELITY_METRICS, METRIC_DIRECTION, ParamsError, PipelineParams, parse_params
+from pipeline.steps.selection import pick_alpha
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -132,10 +133,19 @@ def test_selection_follows_the_metric_direction() -> None:
         {"alpha": None, "psnr_y": 28.0, "niqe": 7.0},
     ]
     rule = PipelineParams.model_validate(base()).registration.selection.model_copy(update={"psnr_margin_db": 1.0})
-    assert select_alpha(rows, rule.model_copy(update={"metric": "niqe"}))["alpha"] == 1.0
+    assert pick_alpha(rows, rule.model_copy(update={"metric": "niqe"}))["alpha"] == 1.0
     # Higher PSNR is better: the old rule took the minimum, i.e. the *worst* alpha within the margin.
-    assert select_alpha(rows, rule.model_copy(update={"metric": "psnr_y"}))["alpha"] == 0.0
+    assert pick_alpha(rows, rule.model_copy(update={"metric": "psnr_y"}))["alpha"] == 0.0
     assert set(METRIC_DIRECTION) >= {"niqe", "psnr_y", "ssim_y", "lpips_alex"}
+
+
+def test_the_metric_lists_derive_from_the_registry() -> None:
+    assert list(METRIC_DIRECTION) == list(selection_names())
+    assert all((d == "min") == metric(m).lower_is_better for m, d in METRIC_DIRECTION.items())
+    assert FIDELITY_METRICS == names("fidelity")
+    fields = PipelineParams.model_json_schema()["$defs"]
+    assert tuple(fields["SelectionParams"]["properties"]["metric"]["enum"]) == selection_names()
+    assert tuple(fields["EvaluateParams"]["properties"]["skip_metrics"]["items"]["enum"]) == names()
 
 
 def test_a_stage_command_lists_every_problem_and_exits_2(tmp_path: Path) -> None:

@@ -1,15 +1,18 @@
-"""After ``interpolate.alphas`` changes, the files of alphas no longer swept are pruned, but only
-from folders esrgan created; everything else is kept."""
+"""The register step owns the sweep's file names under DVC: ``alpha_<a>.pth`` / ``alpha_<a>.json``
+of the current ``interpolate.alphas``. After ``interpolate.alphas`` changes, the files of alphas
+no longer swept are pruned, but only from folders esrgan created; everything else is kept."""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from esrgan.owned_folders import MARKER, claim
-from pipeline.steps.interpolate import prune_stale_alphas
+from pipeline.params import InterpolateParams
+from pipeline.steps.register import prune_stale_alphas, sweep_files
 
 
 def sweep_folder(folder: Path, names: list[str], owned: bool) -> Path:
@@ -59,3 +62,20 @@ def test_links_and_folders_named_like_alphas_are_not_deleted(tmp_path: Path) -> 
 
 def test_a_missing_folder_prunes_nothing(tmp_path: Path) -> None:
     assert prune_stale_alphas(tmp_path / "none", [0.0, 1.0], ".pth") == []
+
+
+def test_sweep_files_name_the_current_alphas_as_dvc_yaml_does(tmp_path: Path) -> None:
+    models = sweep_folder(tmp_path / "interpolated", ["alpha_0.0.pth", "alpha_0.3.pth", "alpha_1.0.pth"], owned=True)
+    reports = sweep_folder(tmp_path / "evaluation", ["alpha_0.0.json", "alpha_0.3.json"], owned=True)
+    ctx = SimpleNamespace(params=SimpleNamespace(interpolate=InterpolateParams(alphas=[0.0, 0.25, 1.0])))
+    report_files, model_files = sweep_files(ctx, reports, models)
+    # dvc.yaml's ${item}: Python's shortest form of each alpha.
+    assert [p.name for p in report_files] == ["alpha_0.0.json", "alpha_0.25.json", "alpha_1.0.json"]
+    assert {a: p.name for a, p in model_files.items()} == {
+        0.0: "alpha_0.0.pth",
+        0.25: "alpha_0.25.pth",
+        1.0: "alpha_1.0.pth",
+    }
+    assert all(p.parent == reports for p in report_files) and all(p.parent == models for p in model_files.values())
+    # The alpha no longer swept is pruned from both folders before the step reads them.
+    assert not (models / "alpha_0.3.pth").exists() and not (reports / "alpha_0.3.json").exists()

@@ -1,8 +1,9 @@
-"""The promotion gate fails closed (issue 21, case 5): a champion whose recorded figures are
+"""The register step around the gate (issue 21, case 5): a champion whose recorded figures are
 missing, not a number or not finite is measured again on this run's images, or kept unless
 ``register.force_promote``; ``registered.json`` and the version's decision tags are written in
 every outcome that registered a version, with no NaN in any JSON. No MLflow server: the register
-step runs against an in-memory registry (``FakeRegistry``)."""
+step runs against an in-memory registry (``FakeRegistry``). The decisions themselves are tested
+in ``test_selection_gate.py``."""
 
 from __future__ import annotations
 
@@ -20,9 +21,10 @@ from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from pipeline.errors import PipelineError
 from pipeline.params import RegisterParams, SelectionParams
-from pipeline.registry.aliases import RegistryError, decide, figure
+from pipeline.registry.aliases import RegistryError
 from pipeline.steps import register as register_module
-from pipeline.steps.register import EVAL_KEY_TAG, champion_figures, json_safe, register_step
+from pipeline.steps.register import EVAL_KEY_TAG, champion_figures, image_fingerprint, json_safe, register_step
+from pipeline.steps.selection import decide, figure
 
 RULE = SelectionParams(metric="niqe", psnr_margin_db=1.0)
 #: A worse challenger (higher NIQE) than the champion's true figures.
@@ -37,80 +39,9 @@ def finite_json(data: Any) -> Any:
     return json.loads(json.dumps(data, allow_nan=False))
 
 
-# ------------------------------------------------------------------------- figures and the rule
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (5.0, 5.0),
-        ("5.25", 5.25),
-        (3, 3.0),
-        (None, None),
-        ("nan", None),
-        (float("nan"), None),
-        ("inf", None),
-        (float("-inf"), None),
-        ("abc", None),
-        ("", None),
-        ("1e400", None),  # overflows to inf
-        (True, None),
-        ([1.0], None),
-    ],
-)
-def test_figure_is_a_finite_float_or_unknown(value: Any, expected: float | None) -> None:
-    assert figure(value) == expected
-
-
 def figure_tags_are_finite(tags: dict[str, str]) -> bool:
     figures = {k: v for k, v in tags.items() if k.startswith(("decision.champion.", "decision.challenger."))}
     return bool(figures) and all(figure(v) is not None for v in figures.values())
-
-
-def champion_with(niqe: Any) -> dict[str, Any]:
-    return {"psnr_y": 25.0} if niqe is None else {"psnr_y": 25.0, "niqe": niqe}
-
-
-@pytest.mark.parametrize("niqe", BAD)
-def test_unusable_champion_figure_never_promotes(niqe: Any) -> None:
-    # Before: missing, nan and inf promoted any challenger; 'abc' raised ValueError.
-    d = decide({"niqe": 3.0, "psnr_y": 30.0}, champion_with(niqe), RULE, champion_version="3")
-    assert not d.promote and d.label == "kept-champion"
-    assert "the champion has no niqe" in d.reason and "version 3" in d.reason and "\n" not in d.reason
-    assert d.champion == {"psnr_y": 25.0}  # the unknown figure is left out, never kept as NaN
-    assert "decision.champion.niqe" not in d.tags() and figure_tags_are_finite(d.tags())
-    finite_json({"champion": d.champion, "challenger": d.challenger})
-
-
-@pytest.mark.parametrize("psnr", [None, "nan", "abc", float("inf")])
-def test_unusable_psnr_never_promotes(psnr: Any) -> None:
-    # Before: a missing PSNR-Y skipped the margin check (a far blurrier challenger could win).
-    champion = {"niqe": 9.0} if psnr is None else {"niqe": 9.0, "psnr_y": psnr}
-    d = decide({"niqe": 3.0, "psnr_y": 10.0}, champion, RULE, champion_version="3")
-    assert not d.promote and "the champion has no psnr_y" in d.reason
-
-
-@pytest.mark.parametrize("niqe", [None, "nan", float("nan"), "abc"])
-def test_unusable_challenger_figure_never_promotes(niqe: Any) -> None:
-    d = decide(champion_with(niqe), TRUE_CHAMPION, RULE, champion_version="3")
-    assert not d.promote and "the challenger has no niqe" in d.reason
-    finite_json(d.challenger)
-
-
-@pytest.mark.parametrize("niqe", BAD)
-def test_force_promote_still_promotes_with_finite_figures_only(niqe: Any) -> None:
-    d = decide(WORSE, champion_with(niqe), RULE, champion_version="3", force=True)
-    assert d.promote and d.reason == "forced by register.force_promote"
-    assert d.champion == {"psnr_y": 25.0} and "decision.champion.niqe" not in d.tags()
-
-
-def test_unmeasured_champion_is_refused_in_one_line_unless_forced() -> None:
-    why = "its recorded niqe is 'nan', not a finite number, and data/val is missing to re-evaluate it"
-    kept = decide({"niqe": 1.0, "psnr_y": 40.0}, None, RULE, champion_version="3", unmeasured=why)
-    assert not kept.promote and why in kept.reason and "force_promote" in kept.reason
-    assert "\n" not in kept.reason
-    forced = decide({"niqe": 1.0, "psnr_y": 40.0}, None, RULE, champion_version="3", force=True, unmeasured=why)
-    assert forced.promote and forced.champion is None
 
 
 # ------------------------------------------------------------ the champion's figures: re-measure
@@ -327,3 +258,32 @@ def test_a_gate_that_fails_before_deciding_records_kept_champion(step: Any, monk
     rec = json.loads(registered_file.read_text())
     assert rec["decision"] == "kept-champion" and rec["champion_version"] == "3" and registry.aliases["champion"] == "3"
     assert registry.tags["4"]["decision"] == "kept-champion" and "gate failed" in registry.tags["4"]["decision.reason"]
+
+
+def test_image_fingerprint_identifies_the_validation_images() -> None:
+    def report(*rows: tuple[str, float]) -> dict:
+        return {"per_image": [{"name": n, "hr_shape": [64, 64], "bicubic": {"psnr_y": v}} for n, v in rows]}
+
+    same = image_fingerprint(report(("a.png", 25.0), ("b.png", 27.5)))
+    assert same == image_fingerprint(report(("b.png", 27.5), ("a.png", 25.0))) and same.endswith("(2 images)")
+    assert same != image_fingerprint(report(("a.png", 25.0), ("b.png", 27.4)))  # same names, other content
+    assert same != image_fingerprint(report(("a.png", 25.0)))
+    assert image_fingerprint({}) is None
+
+
+def test_the_plot_data_columns_are_the_registry_plotted_metrics(tmp_path: Path) -> None:
+    from esrgan.metrics.registry import plot_names
+    from pipeline.steps.register import PLOT_COLUMNS, write_plot_data
+
+    assert PLOT_COLUMNS == ("alpha", *plot_names())
+    rows = [
+        {"alpha": 0.0, "psnr_y": 30.5, "niqe": 6.25, "chroma_error": 1.0, "lpips_vgg": 0.5},
+        {"alpha": 1.0, "psnr_y": 28.0, "ssim_y": None, "stlpips_alex": 0.125},
+        {"alpha": None, "psnr_y": 26.0},  # bicubic: not on the curve
+    ]
+    # The bytes dvc plots show reads, as before the registry: chroma_error and lpips_vgg are not columns.
+    assert write_plot_data(rows, tmp_path / "plot.csv").read_bytes() == (
+        b"alpha,psnr_y,ssim_y,psnr_rgb,niqe,lpips_alex,stlpips_alex,stlpips_vgg\r\n"
+        b"0.0,30.5,,,6.25,,,\r\n"
+        b"1.0,28.0,,,,,0.125,\r\n"
+    )
