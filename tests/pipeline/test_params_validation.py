@@ -14,9 +14,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from esrgan.metrics.registry import metric, names, selection_names
 from pipeline.errors import EXIT_USER_ERROR
 from pipeline.kfp.params import params_with_knobs
-from esrgan.metrics.registry import metric, names, selection_names
 from pipeline.params import FIDELITY_METRICS, METRIC_DIRECTION, ParamsError, PipelineParams, parse_params
 from pipeline.steps.selection import pick_alpha
 
@@ -142,7 +142,7 @@ def test_selection_follows_the_metric_direction() -> None:
 def test_the_metric_lists_derive_from_the_registry() -> None:
     assert list(METRIC_DIRECTION) == list(selection_names())
     assert all((d == "min") == metric(m).lower_is_better for m, d in METRIC_DIRECTION.items())
-    assert FIDELITY_METRICS == names("fidelity")
+    assert names("fidelity") == FIDELITY_METRICS
     fields = PipelineParams.model_json_schema()["$defs"]
     assert tuple(fields["SelectionParams"]["properties"]["metric"]["enum"]) == selection_names()
     assert tuple(fields["EvaluateParams"]["properties"]["skip_metrics"]["items"]["enum"]) == names()

@@ -29,7 +29,7 @@ from esrgan.metrics.registry import (
 
 def test_names_are_unique_and_in_report_order() -> None:
     assert len(set(names())) == len(REGISTRY)
-    assert METRICS == names()
+    assert names() == METRICS
     assert names() == names("fidelity") + names("perceptual")  # the report lists fidelity first
 
 

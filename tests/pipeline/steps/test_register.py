@@ -275,7 +275,7 @@ def test_the_plot_data_columns_are_the_registry_plotted_metrics(tmp_path: Path) 
     from esrgan.metrics.registry import plot_names
     from pipeline.steps.register import PLOT_COLUMNS, write_plot_data
 
-    assert PLOT_COLUMNS == ("alpha", *plot_names())
+    assert ("alpha", *plot_names()) == PLOT_COLUMNS
     rows = [
         {"alpha": 0.0, "psnr_y": 30.5, "niqe": 6.25, "chroma_error": 1.0, "lpips_vgg": 0.5},
         {"alpha": 1.0, "psnr_y": 28.0, "ssim_y": None, "stlpips_alex": 0.125},
