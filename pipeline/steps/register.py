@@ -35,6 +35,7 @@ from pipeline.registry.packaging import ONNX_FILE, log_generator_model
 from pipeline.registry.tracking import finish_parent, parent_run_id, provenance_tags, stage_run
 from pipeline.steps.context import StepContext
 from pipeline.steps.selection import (
+    RECORDED_DECIMALS,
     Decision,
     SelectionError,
     decide,
@@ -389,7 +390,7 @@ def register_step(
             version_tags = {
                 **lineage,
                 "alpha": f"{alpha:g}",
-                **{k: f"{v:.4f}" for k, v in metrics.items()},
+                **{k: f"{v:.{RECORDED_DECIMALS}f}" for k, v in metrics.items()},
                 **provenance,
                 **({EVAL_KEY_TAG: eval_key} if eval_key else {}),
                 "selection.rule": params.selection.rule,

@@ -154,6 +154,15 @@ class Decision:
         return {**tags, **self.extra_tags}
 
 
+#: Decimals of the figures the registry records as version tags; the gate compares at this precision.
+RECORDED_DECIMALS = 4
+
+
+def recorded(value: float | None) -> float | None:
+    """``value`` as a version tag records it (``None`` stays ``None``)."""
+    return None if value is None else round(value, RECORDED_DECIMALS)
+
+
 def at_least_as_good(
     challenger: Mapping[str, Any], champion: Mapping[str, Any], rule: SelectionParams
 ) -> tuple[bool, str]:
@@ -166,8 +175,9 @@ def at_least_as_good(
     or not finite, the rule cannot be applied and the challenger does not win.
     """
     metric = rule.metric
-    new, old = figure(challenger.get(metric)), figure(champion.get(metric))
-    new_psnr, old_psnr = figure(challenger.get("psnr_y")), figure(champion.get("psnr_y"))
+    # At the precision the registry records (its tags): a rerun of the champion itself is a tie.
+    new, old = recorded(figure(challenger.get(metric))), recorded(figure(champion.get(metric)))
+    new_psnr, old_psnr = recorded(figure(challenger.get("psnr_y"))), recorded(figure(champion.get("psnr_y")))
     if new is None or old is None or new_psnr is None or old_psnr is None:
         who, name = next(
             (who, name)

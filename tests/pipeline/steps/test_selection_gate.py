@@ -150,3 +150,17 @@ def test_unmeasured_champion_is_refused_in_one_line_unless_forced() -> None:
     assert "\n" not in kept.reason
     forced = decide({"niqe": 1.0, "psnr_y": 40.0}, None, RULE, champion_version="3", force=True, unmeasured=why)
     assert forced.promote and forced.champion is None
+
+
+@pytest.mark.parametrize("name", ["ssim_y", "niqe"])
+def test_the_champion_measured_again_is_a_tie_at_the_recorded_precision(name: str) -> None:
+    """The champion's figures come back from its version tags (4 decimals): the same model's exact
+    figures, which round to those tags, must tie, whichever way the rounding went."""
+    for exact in (0.50497, 0.50503, 5.00004, 4.99996):
+        tags = {name: f"{exact:.4f}", "psnr_y": "25.0000"}
+        ok, why = at_least_as_good({name: exact, "psnr_y": 25.00004}, tags, SelectionParams(metric=name))
+        assert ok, why
+    ok, _ = at_least_as_good(
+        {name: 0.5049, "psnr_y": 25.0}, {name: "0.5050", "psnr_y": "25.0000"}, SelectionParams(metric=name)
+    )
+    assert ok is (name == "niqe")  # a real difference at the recorded precision still decides
