@@ -13,6 +13,7 @@ cross-field check to :func:`cross_field_problems` only if it relates two section
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -197,13 +198,44 @@ def _field_problems(exc: ValidationError) -> list[str]:
     return out
 
 
-def _get(data: Any, dotted: str, default: Any = None) -> Any:
-    node = data
+class _Missing:
+    """No value at a dotted key (``None`` is a value a document may hold)."""
+
+
+MISSING = _Missing()
+_REQUIRED = _Missing()
+
+
+def get_dotted(doc: Any, dotted: str, default: Any = _REQUIRED) -> Any:
+    """``get_dotted(d, "a.b")`` -> ``d["a"]["b"]``; ``default`` when a key on the way is absent
+    (without a default: :class:`KeyError` naming the dotted key)."""
+    node = doc
     for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
+        if not isinstance(node, Mapping) or part not in node:
+            if default is _REQUIRED:
+                raise KeyError(dotted)
             return default
         node = node[part]
     return node
+
+
+def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
+    """``set_dotted(d, "a.b", 1)`` -> ``d["a"]["b"] = 1`` (creating mappings on the way)."""
+    *parents, leaf = dotted.split(".")
+    node = doc
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ParamsError(f"{dotted}: {part!r} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def pop_dotted(doc: dict[str, Any], dotted: str) -> Any:
+    """Remove and return ``doc``'s value at ``dotted``; :data:`MISSING` when there is none."""
+    *parents, leaf = dotted.split(".")
+    node = get_dotted(doc, ".".join(parents), None) if parents else doc
+    return node.pop(leaf) if isinstance(node, dict) and leaf in node else MISSING
 
 
 def _number(value: Any) -> float | None:
@@ -215,16 +247,16 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
     when a field of another section is invalid). Absent keys take the schema's defaults."""
     problems = []
     defaults = {"model.scale": 4, "extract_patches.scale": 4}
-    model_scale = _get(data, "model.scale", defaults["model.scale"])
-    extract_scale = _get(data, "extract_patches.scale", defaults["extract_patches.scale"])
+    model_scale = get_dotted(data, "model.scale", defaults["model.scale"])
+    extract_scale = get_dotted(data, "extract_patches.scale", defaults["extract_patches.scale"])
     if model_scale != extract_scale:
         problems.append(
             f"extract_patches.scale ({_show(extract_scale)}) differs from model.scale ({_show(model_scale)}): "
             "the patches must be cut for the scale the generator is trained for"
         )
-    alphas = _get(data, "interpolate.alphas", InterpolateParams().alphas)
+    alphas = get_dotted(data, "interpolate.alphas", InterpolateParams().alphas)
     numbers = [_number(a) for a in alphas] if isinstance(alphas, list) else []
-    selection = _get(data, "register.selection", {})
+    selection = get_dotted(data, "register.selection", {})
     selection = selection if isinstance(selection, dict) else {}
     rule = selection.get("rule", "best_perceptual_within_margin")
     alpha = selection.get("alpha")
@@ -247,14 +279,14 @@ def cross_field_problems(data: dict[str, Any]) -> list[str]:
     problems += batch_split_problems(data)
     metric = selection.get("metric", "niqe")
     metric = metric if isinstance(metric, str) else None  # a wrong type is the field check's to report
-    skipped = _get(data, "evaluate.skip_metrics", [])
+    skipped = get_dotted(data, "evaluate.skip_metrics", [])
     for name in ("psnr_y", metric) if isinstance(skipped, list) else ():
         if name in skipped:
             why = "the selection rule's margin is in PSNR-Y" if name == "psnr_y" else "it is register.selection.metric"
             problems.append(f"evaluate.skip_metrics lists {name}, which every evaluation needs: {why}")
             break
     if (
-        _get(data, "evaluate.perceptual", True) is False
+        get_dotted(data, "evaluate.perceptual", True) is False
         and metric in METRIC_DIRECTION
         and (metric not in FIDELITY_METRICS)
     ):
@@ -272,14 +304,14 @@ def batch_split_problems(data: dict[str, Any], processes: int | None = None) -> 
     when it is resolved, by :func:`pipeline.torchrun.stage_processes`).
     """
     if processes is None:
-        processes = _get(data, "runtime.processes", "auto")
-    nodes = _get(data, "runtime.nodes", 1)
+        processes = get_dotted(data, "runtime.processes", "auto")
+    nodes = get_dotted(data, "runtime.nodes", 1)
     if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in (processes, nodes)):
         return []  # "auto", or a wrong type the field check reports
     world = processes * nodes
     problems = []
     for section in ("pretrain_psnr", "finetune_gan"):
-        batch = _get(data, f"{section}.data.batch_size")
+        batch = get_dotted(data, f"{section}.data.batch_size", None)
         if isinstance(batch, int) and not isinstance(batch, bool) and batch >= 1 and batch % world:
             problems.append(
                 f"{section}.data.batch_size ({batch}) is the global batch and must split evenly over "

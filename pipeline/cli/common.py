@@ -33,11 +33,11 @@ def tracking_uri(arg: str | None) -> str:
     # A registry command should fail in seconds when the server is down, not after MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
-    uri = arg or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(Path.cwd() / 'mlflow.db').resolve()}"
+    from pipeline.registry.tracking import adopt_uri_credentials, check_reachable, default_tracking_uri
+
+    uri = arg or default_tracking_uri(Path.cwd())
     if uri.startswith(("http://", "https://")):
         # Probe first (one line within seconds), and keep the URI's password out of what MLflow prints.
-        from pipeline.registry.tracking import adopt_uri_credentials, check_reachable
-
         check_reachable(uri)
         uri = adopt_uri_credentials(uri)
     return uri

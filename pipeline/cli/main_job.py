@@ -15,7 +15,7 @@ from typing import Any
 
 from pipeline.data.workspace import sample
 from pipeline.params import load_params
-from pipeline.registry.tracking import check_reachable
+from pipeline.registry.tracking import check_reachable, default_tracking_uri
 
 
 def _bin(name: str) -> str:
@@ -90,7 +90,7 @@ def run_main_job(root: Path, profile: str | None = None) -> int:
         return done.returncode
     elapsed = time.perf_counter() - start
     registered = json.loads((root / "outputs" / "registered.json").read_text())
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{root / 'mlflow.db'}"
+    uri = default_tracking_uri(root)
     runs_page = f"#/experiments/{_experiment_id(uri, params.tracking.experiment)}/runs"
     if uri.startswith(("http://", "https://")):
         compare = f"open {uri.rstrip('/')}/{runs_page}"

@@ -19,7 +19,16 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from pipeline.params import ParamsError, PipelineParams, params_document, parse_params
+from pipeline.params import (
+    MISSING,
+    ParamsError,
+    PipelineParams,
+    get_dotted,
+    params_document,
+    parse_params,
+    pop_dotted,
+    set_dotted,
+)
 
 #: Knob (KFP pipeline parameter) -> dotted path in ``params.yaml``.
 KNOBS: dict[str, str] = {
@@ -30,27 +39,6 @@ KNOBS: dict[str, str] = {
     "experiment": "tracking.experiment",
     "model_name": "register.model_name",
 }
-
-
-def _get(doc: Mapping[str, Any], dotted: str) -> Any:
-    node: Any = doc
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            raise KeyError(dotted)
-        node = node[part]
-    return node
-
-
-def set_dotted(doc: dict[str, Any], dotted: str, value: Any) -> None:
-    """``set_dotted(d, "a.b", 1)`` -> ``d["a"]["b"] = 1`` (creating mappings on the way)."""
-    *parents, leaf = dotted.split(".")
-    node = doc
-    for part in parents:
-        child = node.setdefault(part, {})
-        if not isinstance(child, dict):
-            raise ParamsError(f"{dotted}: {part!r} is not a section")
-        node = child
-    node[leaf] = value
 
 
 #: GPUs of a training pod when ``runtime.processes`` is ``auto``.
@@ -80,12 +68,8 @@ def split_knobs(doc: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]
     rest = copy.deepcopy(dict(doc))
     knobs: dict[str, Any] = {}
     for knob, path in KNOBS.items():
-        *parents, leaf = path.split(".")
-        node: Any = rest
-        for part in parents:
-            node = node.get(part, {}) if isinstance(node, dict) else {}
-        if isinstance(node, dict) and leaf in node:
-            knobs[knob] = node.pop(leaf)
+        if (value := pop_dotted(rest, path)) is not MISSING:
+            knobs[knob] = value
     return rest, knobs
 
 
@@ -99,21 +83,14 @@ def params_with_knobs(params_json: str, knobs: Mapping[str, Any]) -> PipelinePar
         raise ParamsError("params_json: expected a JSON object")
     for knob, value in knobs.items():
         path = KNOBS[knob]
-        if _is_set(doc, path) and _get(doc, path) != value:
+        current = get_dotted(doc, path, MISSING)
+        if current is not MISSING and current != value:
             raise ParamsError(
-                f"params_json sets {path} = {_get(doc, path)!r} but the pipeline parameter {knob!r} is "
+                f"params_json sets {path} = {current!r} but the pipeline parameter {knob!r} is "
                 f"{value!r}; set only {knob} (leave {path} out of params_json)"
             )
         set_dotted(doc, path, value)
     return parse_params(doc, "params_json + pipeline parameters")
-
-
-def _is_set(doc: Mapping[str, Any], dotted: str) -> bool:
-    try:
-        _get(doc, dotted)
-    except KeyError:
-        return False
-    return True
 
 
 def parse_override(text: str) -> tuple[str, Any]:

@@ -188,13 +188,18 @@ def _is_json(text: str) -> bool:
     return True
 
 
+def default_tracking_uri(root: Path) -> str:
+    """``MLFLOW_TRACKING_URI`` when set, else the project's embedded store ``<root>/mlflow.db``."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
 def configure(root: Path, experiment: str, params_file: Path | None = None) -> Tracking:
     """Point MLflow at the configured server (or the embedded default) and experiment.
 
     Raises:
         TrackingUnavailable: ``MLFLOW_TRACKING_URI`` names an HTTP server that does not answer.
     """
-    uri = os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{(root / 'mlflow.db').resolve()}"
+    uri = default_tracking_uri(root)
     check_reachable(uri)
     uri = adopt_uri_credentials(uri)
     mlflow.set_tracking_uri(uri)
