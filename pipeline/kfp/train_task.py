@@ -50,7 +50,8 @@ class TrainTask:
         """One process of the task: rank 0 (or the only process) adopts the execution's MLflow parent
         run and tracks; other ranks read the parameters only and train (see :mod:`pipeline.steps.training`)."""
         from esrgan.training.distributed import launched_rank
-        from pipeline.steps import finetune_gan_step, pretrain_psnr_step
+        from pipeline.steps.finetune_gan import finetune_gan_step
+        from pipeline.steps.pretrain_psnr import pretrain_psnr_step
 
         if self.stage not in TRAINING_STAGES:
             raise ValueError(f"stage must be one of {TRAINING_STAGES}, got {self.stage!r}")

@@ -17,7 +17,7 @@ def evaluate(
     from pathlib import Path
 
     from pipeline.kfp.components.runtime import GENERATOR_FILE, log_metrics, open_step
-    from pipeline.steps import evaluate_step
+    from pipeline.steps.evaluate import evaluate_step
 
     ctx, _ = open_step(config.path)
     with tempfile.TemporaryDirectory() as tmp:

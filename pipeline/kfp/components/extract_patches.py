@@ -12,7 +12,7 @@ def extract_patches(
 
     from pipeline.data.sources import DataSource, fetch_dataset
     from pipeline.kfp.components.runtime import log_metrics, open_step
-    from pipeline.steps import extract_patches_step
+    from pipeline.steps.extract_patches import extract_patches_step
 
     ctx, config_data = open_step(config.path)
     data_dir = fetch_dataset(DataSource(**config_data["data"]), Path(hr_dataset.path))

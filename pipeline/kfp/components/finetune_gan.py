@@ -23,7 +23,7 @@ def finetune_gan(
 
     from pipeline.kfp.components.runtime import GENERATOR_FILE, log_metrics
     from pipeline.kfp.train_task import run_training
-    from pipeline.steps import finetune_gan_step
+    from pipeline.steps.finetune_gan import finetune_gan_step
 
     tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name}
     init = Path(psnr_model.path) / GENERATOR_FILE

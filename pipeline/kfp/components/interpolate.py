@@ -8,7 +8,7 @@ def interpolate(alpha: float, psnr_model: Input[Model], gan_model: Input[Model],
     from pathlib import Path
 
     from pipeline.kfp.components.runtime import GENERATOR_FILE, generator_file
-    from pipeline.steps import interpolate_step
+    from pipeline.steps.interpolate import interpolate_step
 
     interpolate_step(
         Path(psnr_model.path) / GENERATOR_FILE, Path(gan_model.path) / GENERATOR_FILE, alpha, generator_file(model.path)

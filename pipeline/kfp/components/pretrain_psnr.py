@@ -28,7 +28,7 @@ def pretrain_psnr(
     """Stage 1: the L1 (PSNR-oriented) generator."""
     from pipeline.kfp.components.runtime import log_metrics
     from pipeline.kfp.train_task import run_training
-    from pipeline.steps import pretrain_psnr_step
+    from pipeline.steps.pretrain_psnr import pretrain_psnr_step
 
     tags = {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name}
     result = run_training(

@@ -21,7 +21,7 @@ def register(
     from pathlib import Path
 
     from pipeline.kfp.components.runtime import GENERATOR_FILE, log_metrics, open_step
-    from pipeline.steps import register_step
+    from pipeline.steps.register import register_step
 
     ctx, _ = open_step(config.path, {"kfp.run_id": kfp_run_id, "kfp.run_name": kfp_run_name})
     by_alpha = {float(m.metadata["alpha"]): Path(m.path) / GENERATOR_FILE for m in models}
