@@ -1,4 +1,4 @@
-"""Component 6: select the champion alpha, register it in MLflow, draw the perception-distortion plot."""
+"""Component 6: pick the alpha, register it (challenger, champion if the gate passes), plot the sweep."""
 
 from kfp.dsl import HTML, Artifact, Dataset, Input, Metrics, Model, Output
 
