@@ -96,10 +96,10 @@ class NoisyNearest(nn.Module):
 
 
 @pytest.mark.slow
-def test_each_metric_is_computed_as_the_registry_describes_it(tmp_path: Path) -> None:
-    hub = tmp_path / "hub"  # an empty torch hub cache: no ImageNet trunk
-    old = torch.hub.get_dir()
-    torch.hub.set_dir(str(hub))
+def test_each_metric_is_computed_as_the_registry_describes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An empty torch hub cache: no ImageNet trunk. TORCH_HOME, not torch.hub.set_dir, which would
+    # pin the hub folder for every later test of the session.
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
     clear_cache()
     try:
         folder = tmp_path / "hr"
@@ -107,7 +107,6 @@ def test_each_metric_is_computed_as_the_registry_describes_it(tmp_path: Path) ->
         write_image(folder / "cat.png", skimage.data.chelsea()[:128, :128])
         report = evaluate_folder(NoisyNearest().eval(), folder, progress=False)
     finally:
-        torch.hub.set_dir(old)
         clear_cache()
     worse, better = report["model"]["mean"], report["bicubic"]["mean"]
     assert report["metrics"] == list(names())
