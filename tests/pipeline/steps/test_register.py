@@ -20,23 +20,12 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST
 
 from pipeline.errors import PipelineError
-from pipeline.params import RegisterParams, SelectionParams
+from pipeline.params import RegisterParams
 from pipeline.registry.aliases import RegistryError
 from pipeline.steps import register as register_module
 from pipeline.steps.register import EVAL_KEY_TAG, champion_figures, image_fingerprint, json_safe, register_step
 from pipeline.steps.selection import decide, figure
-
-RULE = SelectionParams(metric="niqe", psnr_margin_db=1.0)
-#: A worse challenger (higher NIQE) than the champion's true figures.
-WORSE = {"niqe": 6.0, "psnr_y": 25.0}
-TRUE_CHAMPION = {"niqe": 5.0, "psnr_y": 25.0}
-#: What a person may leave in the champion's ``niqe`` tag; ``None``: the tag deleted.
-BAD = [None, "nan", "NaN", "inf", "-inf", "abc", "", float("nan"), float("inf")]
-
-
-def finite_json(data: Any) -> Any:
-    """``data`` through strict JSON (raises on NaN or infinity, as ``write_json`` does)."""
-    return json.loads(json.dumps(data, allow_nan=False))
+from tests.pipeline.steps.gate_cases import BAD, RULE, TRUE_CHAMPION, WORSE, finite_json
 
 
 def figure_tags_are_finite(tags: dict[str, str]) -> bool:

@@ -4,7 +4,6 @@ number or not finite (issue 21)."""
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import pytest
@@ -12,18 +11,7 @@ import pytest
 from esrgan.metrics.registry import metric, selection_names
 from pipeline.params import SelectionParams
 from pipeline.steps.selection import at_least_as_good, decide, figure
-
-RULE = SelectionParams(metric="niqe", psnr_margin_db=1.0)
-#: A worse challenger (higher NIQE) than the champion's true figures.
-WORSE = {"niqe": 6.0, "psnr_y": 25.0}
-TRUE_CHAMPION = {"niqe": 5.0, "psnr_y": 25.0}
-#: What a person may leave in the champion's ``niqe`` tag; ``None``: the tag deleted.
-BAD = [None, "nan", "NaN", "inf", "-inf", "abc", "", float("nan"), float("inf")]
-
-
-def finite_json(data: Any) -> Any:
-    """``data`` through strict JSON (raises on NaN or infinity, as ``write_json`` does)."""
-    return json.loads(json.dumps(data, allow_nan=False))
+from tests.pipeline.steps.gate_cases import BAD, RULE, TRUE_CHAMPION, WORSE, finite_json
 
 
 def test_first_version_is_promoted() -> None:
