@@ -149,7 +149,7 @@ class TrackingParams(_Strict):
 
 #: ``runtime`` keys that say how a training stage is launched, not what it computes: checkpoints
 #: written with one count resume with another, so they are not in a run folder's fingerprint.
-LAUNCH_KEYS = ("processes", "nodes")
+LAUNCH_KEYS = ("processes", "nodes", "thread_shards")
 
 
 class PipelineParams(TrainConfig):

@@ -212,18 +212,24 @@ class GANStageConfig(StageConfig):
 
 
 class RuntimeConfig(_Strict):
-    """Where and how to run. ``channels_last`` applies on CUDA only (ignored on CPU)."""
+    """Where and how to run."""
 
     device: Literal["auto", "cpu", "cuda"] = "auto"
     #: Mixed precision (autocast): ``auto`` is bf16 where the device computes it natively, else
     #: fp32; ``fp16`` applies on CUDA only (see ``esrgan.training.loop.amp_dtype_for``).
     amp: Literal["none", "auto", "bf16", "fp16"] = "none"
-    channels_last: bool = False
+    #: NHWC tensors: ``auto`` uses them where measured faster, i.e. under bf16 autocast on CPU
+    #: (oneDNN's bf16 kernels work in NHWC: a GAN iteration took ~19% less time); ``true`` everywhere.
+    channels_last: Literal["auto"] | bool = "auto"
     #: ``torch.use_deterministic_algorithms`` (slower on CUDA; exact resume on CPU needs it).
     deterministic: bool = False
     seed: int = Field(0, ge=0, le=MAX_SEED)
     #: CPU threads for torch (None: torch's default).
     threads: int | None = Field(None, ge=1, le=1024)
+    #: PSNR stage on CPU: split each batch over this many threads, each training its slice with
+    #: one intra-op thread (``esrgan.training.thread_shards``); ``auto`` = the thread count. Off
+    #: (1) on CUDA, under DDP, in deterministic runs and in the GAN stage (BatchNorm in D).
+    thread_shards: Literal["auto"] | int = "auto"
     #: Training processes per node for launchers (the pipeline runs that many under torchrun):
     #: ``auto`` = the visible GPUs (1 on CPU). The loop itself uses the world size torchrun gives it;
     #: the batch is global, so the count changes no result beyond float rounding.
@@ -231,13 +237,20 @@ class RuntimeConfig(_Strict):
     #: Nodes (pods) per training stage, for launchers (Kubeflow: > 1 runs a TrainJob).
     nodes: int = Field(1, ge=1, le=1024)
 
-    @field_validator("processes", mode="before")
+    @field_validator("processes", "thread_shards", mode="before")
     @classmethod
     def _auto_or_count(cls, v: Any) -> Any:
         # One message instead of pydantic's one per member of the union.
         if v == "auto" or (isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 1024):
             return v
         raise ValueError(f"expected auto or a whole number from 1 to 1024, got {str(v)[:60]}")
+
+    @field_validator("channels_last", mode="before")
+    @classmethod
+    def _auto_or_bool(cls, v: Any) -> Any:
+        if v == "auto" or isinstance(v, bool):
+            return v
+        raise ValueError(f"expected auto, true or false, got {str(v)[:60]}")
 
 
 class LoggingConfig(_Strict):

