@@ -14,8 +14,7 @@ from torch import nn
 from esrgan.losses import pixel_loss
 from esrgan.models import RRDBNet
 from esrgan.training import Callbacks, train_psnr
-from esrgan.training.config import OptimizerConfig
-from esrgan.training.loop import adam, memory_format_for
+from esrgan.training.loop import memory_format_for
 from esrgan.training.thread_shards import ThreadShards, resolve_thread_shards
 from tests._training_helpers import make_pairs, tiny_config
 
@@ -117,22 +116,6 @@ def test_memory_format_auto_is_nhwc_under_bf16_on_cpu_only() -> None:
     assert memory_format_for("auto", CUDA, torch.bfloat16) == torch.contiguous_format
     assert memory_format_for(True, CPU, None) == torch.channels_last
     assert memory_format_for(False, CPU, torch.bfloat16) == torch.contiguous_format
-
-
-def test_adam_is_fused_on_cpu_with_the_same_update() -> None:
-    a, b = _model(), _model()
-    config = OptimizerConfig(lr=1e-3)
-    fused = adam(a, config, CPU)
-    plain = torch.optim.Adam(b.parameters(), lr=1e-3)
-    assert fused.param_groups[0]["fused"] is True
-    x = torch.rand(2, 3, 8, 8)
-    for model, opt in ((a, fused), (b, plain)):
-        for _ in range(3):
-            opt.zero_grad()
-            model(x).square().mean().backward()
-            opt.step()
-    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
-        torch.testing.assert_close(pa, pb, rtol=1e-5, atol=1e-6)
 
 
 class _Losses(Callbacks):
