@@ -6,10 +6,10 @@ to keep two cores busy that way. Giving each thread its own slice of the batch, 
 thread each, keeps them busy: on the 2-core demo CPU a PSNR iteration took 20-27% less CPU time
 and 15-20% less wall time (BENCHMARKS.md, "Main job").
 
-The slices' gradients accumulate into the same ``.grad`` tensors (autograd serialises each
-accumulation), each slice's loss weighted by its share of the batch, so the one optimiser step
-sees the whole batch's mean gradient, as DDP would; only the order of float additions differs.
-That order depends on which thread finishes first, so deterministic runs use one shard.
+Each slice's loss is weighted by its share of the batch and its gradients are summed in slice
+order, so the one optimiser step sees the whole batch's mean gradient, as DDP would (only float
+rounding differs from one thread), and the same run gives the same weights again.
+``runtime.deterministic`` still uses one shard: it promises the one-process computation.
 
 Only for stages without batch statistics: the GAN stage's discriminator has BatchNorm, whose
 statistics need the whole batch in one pass.
@@ -102,18 +102,22 @@ class ThreadShards:
         """:func:`esrgan.training.updates.psnr_step` with the batch split over the threads."""
         optimizer.zero_grad(set_to_none=True)
         total = lr.shape[0]
+        params = [p for p in generator.parameters() if p.requires_grad]
 
-        def slice_loss(lr_part: torch.Tensor, hr_part: torch.Tensor) -> torch.Tensor:
+        def slice_grads(lr_part: torch.Tensor, hr_part: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor | None]]:
             # autocast is per thread: each worker enters its own.
             with autocast(lr_part.device, amp_dtype):
-                loss = pixel_loss(generator(lr_part), hr_part)
-            (loss * (lr_part.shape[0] / total)).backward()
-            return loss.detach() * (lr_part.shape[0] / total)
+                loss = pixel_loss(generator(lr_part), hr_part) * (lr_part.shape[0] / total)
+            return loss.detach(), list(torch.autograd.grad(loss, params, allow_unused=True))
 
         parts = zip(torch.tensor_split(lr, self.shards), torch.tensor_split(hr, self.shards), strict=True)
-        futures = [self._pool.submit(slice_loss, a, b) for a, b in parts if a.shape[0]]
-        # Wait for every slice before raising, so no thread is still writing gradients.
+        futures = [self._pool.submit(slice_grads, a, b) for a, b in parts if a.shape[0]]
+        # Wait for every slice before raising, so no thread is still running.
         concurrent.futures.wait(futures)
-        losses = [f.result() for f in futures]
+        results = [f.result() for f in futures]
+        # Summed here in slice order, not as the threads finish: the same run gives the same weights.
+        for i, p in enumerate(params):
+            grads = [grad for _, per_slice in results if (grad := per_slice[i]) is not None]
+            p.grad = torch.stack(grads).sum(0) if len(grads) > 1 else (grads[0] if grads else None)
         optimizer.step()
-        return {"loss_pixel": torch.stack(losses).sum()}
+        return {"loss_pixel": torch.stack([loss for loss, _ in results]).sum()}

@@ -78,6 +78,19 @@ def test_sharded_step_has_the_whole_batch_gradient_and_loss(batch: int) -> None:
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_sharded_steps_repeat_bit_for_bit() -> None:
+    gen = torch.Generator().manual_seed(2)
+    lr, hr = torch.rand(4, 3, 8, 8, generator=gen), torch.rand(4, 3, 32, 32, generator=gen)
+    grads = []
+    with ThreadShards(2) as shards:
+        for _ in range(5):
+            model = _model()
+            shards.psnr_step(model, lr, hr, torch.optim.SGD(model.parameters(), lr=0.0))
+            grads.append([p.grad for p in model.parameters()])
+    for later in grads[1:]:
+        assert all(torch.equal(a, b) for a, b in zip(grads[0], later, strict=True))
+
+
 def test_worker_threads_have_their_own_thread_count() -> None:
     before = torch.get_num_threads()
     seen: list[tuple[str, int]] = []
